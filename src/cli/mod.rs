@@ -1,0 +1,178 @@
+//! The command line: argument parsing (clap) and the commands, which call the library and
+//! decide exit codes. Exit codes: 0 success, 1 the spec is invalid (or a test failed), 2 usage
+//! or I/O error. A closed stdout (`sluice plan | head`) is not an error.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sluice::diagnostics::{Format, Severity, render};
+use sluice::plan::PlanFormat;
+use sluice::spec::{self, Options, Report};
+
+/// Sluice: stream processing pipelines as YAML or TOML specs.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check spec files offline: syntax, structure, names, graph and types.
+    Validate {
+        /// Spec files, or folders searched for *.yaml, *.yml and *.toml.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Check that referenced environment variables and files exist (values are never printed).
+        #[arg(long)]
+        env: bool,
+    },
+    /// Show the physical graph a spec runs as.
+    Plan {
+        /// The spec file.
+        spec: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Print the JSON Schema of spec files.
+    Schema,
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Validate { paths, format, deny_warnings, env } => {
+            validate(&mut out, &paths, format, deny_warnings, env)
+        }
+        Command::Plan { spec, format } => plan(&mut out, &spec, format),
+        Command::Schema => {
+            let text = serde_json::to_string_pretty(&spec::json_schema()).expect("schema serializes");
+            writeln!(out, "{text}").map(|_| ExitCode::SUCCESS).map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Expands folders into the spec files under them, sorted; files are kept as given.
+fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            let mut stack = vec![path.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries =
+                    std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+                for entry in entries {
+                    let p = entry?.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if spec::loader::Syntax::from_path(&p).is_some() {
+                        found.push(p);
+                    }
+                }
+            }
+            found.sort();
+            files.extend(found);
+        } else if spec::loader::Syntax::from_path(path).is_some() {
+            files.push(path.clone());
+        } else {
+            anyhow::bail!("{}: not a spec file (expected .yaml, .yml or .toml)", path.display());
+        }
+    }
+    Ok(files)
+}
+
+fn print_report(out: &mut dyn Write, report: &Report, format: Format) -> anyhow::Result<()> {
+    let color = format == Format::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let text = report.map.text().to_string();
+    render(out, format, &report.diagnostics, &|_: &Path| Some(text.clone()), color)?;
+    if format == Format::Human && !report.references.is_empty() {
+        writeln!(out, "{}: references to values from outside (not resolved):", report.file.display())?;
+        for r in &report.references {
+            writeln!(out, "  {} at {}:{}:{}", r.reference, report.file.display(), r.span.line, r.span.column)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate(
+    out: &mut dyn Write,
+    paths: &[PathBuf],
+    format: Format,
+    deny_warnings: bool,
+    env: bool,
+) -> anyhow::Result<ExitCode> {
+    let files = spec_files(paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no spec files (*.yaml, *.yml, *.toml) found");
+    }
+    let options = Options { resolve_env: env };
+    let (mut errors, mut warnings, mut bad_files) = (0, 0, 0);
+    for file in &files {
+        let report =
+            spec::validate_file(file, &options).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let e = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+        let w = report.diagnostics.len() - e;
+        errors += e;
+        warnings += w;
+        if e > 0 || (deny_warnings && w > 0) {
+            bad_files += 1;
+        }
+        print_report(out, &report, format)?;
+    }
+    if format == Format::Human {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        writeln!(
+            out,
+            "checked {}: {}, {}",
+            plural(files.len(), "file"),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )?;
+    }
+    Ok(if bad_files > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn plan(out: &mut dyn Write, path: &Path, format: PlanFormat) -> anyhow::Result<ExitCode> {
+    let report = spec::validate_file(path, &Options::default())
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let Some(validated) = &report.validated else {
+        print_report(out, &report, Format::Human)?;
+        return Ok(ExitCode::from(1));
+    };
+    let plan = sluice::plan::build(validated);
+    out.write_all(plan.render(format).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,218 @@
+//! The `file` connector: reads and writes CSV, JSON lines and Parquet files on a local path,
+//! folder or glob, or under an `s3://` URL.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Checker, Sink, Source, StateKind, StreamSchema, check_event_time};
+use crate::diagnostics::Code;
+use crate::spec::values::{ByteSize, ConfigString, Duration, EventTime, SchemaDecl, arrow_schema};
+
+/// File formats read and written by the `file` connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FileFormat {
+    /// The format as written in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Jsonl => "jsonl",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// CSV options.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Whether the first line names the columns (default true).
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// The field separator, one character (default `,`).
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Reads rows from files.
+///
+/// ```yaml
+/// orders:
+///   connector: file
+///   path: data/orders/*.csv
+///   format: csv
+///   schema: { order_id: bigint, amount: double, ts: timestamp }
+///   event_time: { column: ts, max_out_of_orderness: 5s }
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// A file, a folder (every file in it), a glob such as `data/*.csv`, or an `s3://bucket/prefix` URL.
+    pub path: ConfigString,
+    /// The format of the files.
+    pub format: FileFormat,
+    /// The columns of each row, in order, with their types.
+    pub schema: SchemaDecl,
+    /// CSV options, for `format: csv`.
+    #[serde(default)]
+    pub csv: Option<CsvOptions>,
+    /// Keep watching the folder for new files instead of ending after the last one.
+    #[serde(default)]
+    pub watch: bool,
+    /// Which column holds event time, and how watermarks follow it.
+    #[serde(default)]
+    pub event_time: Option<EventTime>,
+    /// Subtasks reading files in parallel (default: the pipeline's).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub parallelism: Option<u32>,
+}
+
+impl Source for FileSource {
+    fn check(&self, cx: &mut Checker, ptr: &str) -> Option<StreamSchema> {
+        if self.csv.is_some() && self.format != FileFormat::Csv {
+            cx.error_at_key(Code::InvalidStructure, &format!("{ptr}/csv"), "`csv` options only apply to `format: csv`");
+        }
+        if self.schema.is_empty() {
+            cx.error(Code::InvalidStructure, &format!("{ptr}/schema"), "the schema declares no columns");
+            return None;
+        }
+        let schema = arrow_schema(&self.schema);
+        let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref());
+        Some(StreamSchema { schema, event_time })
+    }
+
+    fn parallelism(&self) -> Option<u32> {
+        self.parallelism
+    }
+
+    fn state(&self) -> StateKind {
+        StateKind::Operator("file splits and read offsets")
+    }
+
+    fn describe(&self) -> String {
+        let watch = if self.watch { ", watching" } else { "" };
+        format!("file source {:?} ({}{watch})", self.path.0, self.format.name())
+    }
+}
+
+/// When the file sink starts a new file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rolling {
+    /// Start a new file once the current one reaches this size.
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// Start a new file after this long.
+    #[serde(default)]
+    pub interval: Option<Duration>,
+}
+
+/// Writes rows to files. Files become visible when the checkpoint that covers them completes.
+///
+/// ```yaml
+/// archive:
+///   connector: file
+///   input: per_customer
+///   path: s3://bucket/archive/
+///   format: parquet
+///   bucket: "dt=%Y-%m-%d/hour=%H"
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
+    /// The stream to write.
+    pub input: String,
+    /// The folder to write into, local or `s3://bucket/prefix`.
+    pub path: ConfigString,
+    /// The format of the files.
+    pub format: FileFormat,
+    /// Sub-folders by event time, as a strftime pattern such as `dt=%Y-%m-%d/hour=%H`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// When to start a new file.
+    #[serde(default)]
+    pub rolling: Option<Rolling>,
+    /// Subtasks writing in parallel (default: the pipeline's).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub parallelism: Option<u32>,
+}
+
+impl Sink for FileSink {
+    fn input(&self) -> &str {
+        &self.input
+    }
+
+    fn check(&self, cx: &mut Checker, ptr: &str, input: &StreamSchema) {
+        if self.format == FileFormat::Csv {
+            for f in input.schema.fields() {
+                if f.data_type().is_nested() {
+                    cx.error(
+                        Code::SinkCannotWrite,
+                        &format!("{ptr}/format"),
+                        format!("CSV cannot hold column `{}` of type {}", f.name(), f.data_type()),
+                    )
+                    .help = Some(
+                        "write `format: jsonl` or `format: parquet`, or flatten the column with a `select`".into(),
+                    );
+                }
+            }
+        }
+        if let Some(bucket) = &self.bucket {
+            if input.event_time.is_none() {
+                cx.error(
+                    Code::NoEventTime,
+                    &format!("{ptr}/bucket"),
+                    format!("`bucket` sorts rows into folders by event time, but `{}` has no event time", self.input),
+                )
+                .help = Some("declare `event_time` on the source, or remove `bucket`".into());
+            }
+            if let Some(bad) = bad_strftime(bucket) {
+                cx.error(Code::InvalidValue, &format!("{ptr}/bucket"), format!("`{bad}` is not a date field")).help =
+                    Some("use %Y, %m, %d, %H, %M or %S".into());
+            }
+        }
+    }
+
+    fn parallelism(&self) -> Option<u32> {
+        self.parallelism
+    }
+
+    fn state(&self) -> StateKind {
+        StateKind::Operator("in-progress files (two-phase commit)")
+    }
+
+    fn describe(&self) -> String {
+        let bucket = self.bucket.as_ref().map(|b| format!(", bucket {b}")).unwrap_or_default();
+        format!("file sink {:?} ({}{bucket})", self.path.0, self.format.name())
+    }
+}
+
+fn bad_strftime(pattern: &str) -> Option<String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S' | '%') => {}
+                Some(other) => return Some(format!("%{other}")),
+                None => return Some("%".into()),
+            }
+        }
+    }
+    None
+}

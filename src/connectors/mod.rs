@@ -1,0 +1,118 @@
+//! Connectors: where rows come from (sources) and where they go (sinks).
+//!
+//! Each connector lives in its own file and owns its config type (with serde and JSON Schema
+//! derived from it), its offline checks and its description in the plan. This module is the
+//! one registry: the [`SourceConfig`] and [`SinkConfig`] enums, tagged by the spec's
+//! `connector:` key, list every connector. Adding a connector means adding its file and one
+//! line to one of the `registry!` lists below. Checks here are pure: no file, network or
+//! environment access (that is `validate --connect`, later, and `run`).
+
+pub use crate::plan::StateKind;
+pub use crate::spec::check::{Checker, StreamSchema};
+
+pub mod blackhole;
+pub mod datagen;
+pub mod file;
+pub mod stdout;
+
+/// What every source can be asked offline.
+pub trait Source {
+    /// Checks the config and returns the schema of the stream it produces. Problems are
+    /// reported through `cx` at JSON pointers under `ptr`, the source's own pointer.
+    fn check(&self, cx: &mut Checker, ptr: &str) -> Option<StreamSchema>;
+    /// Subtasks requested for this source, if it overrides the pipeline's parallelism.
+    fn parallelism(&self) -> Option<u32>;
+    /// What the source keeps in checkpoints.
+    fn state(&self) -> StateKind;
+    /// One line for `sluice plan`.
+    fn describe(&self) -> String;
+}
+
+/// What every sink can be asked offline.
+pub trait Sink {
+    /// The stream the sink writes.
+    fn input(&self) -> &str;
+    /// Checks that the sink can write rows of `input`. Problems are reported under `ptr`.
+    fn check(&self, cx: &mut Checker, ptr: &str, input: &StreamSchema);
+    /// Subtasks requested for this sink, if it overrides the pipeline's parallelism.
+    fn parallelism(&self) -> Option<u32>;
+    /// What the sink keeps in checkpoints.
+    fn state(&self) -> StateKind;
+    /// One line for `sluice plan`.
+    fn describe(&self) -> String;
+}
+
+macro_rules! registry {
+    ($(#[$meta:meta])* $enum:ident: $trait:ident { $($variant:ident($ty:ty) = $name:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(tag = "connector")]
+        pub enum $enum {
+            $(#[doc = concat!("The `", $name, "` connector.")] #[serde(rename = $name)] $variant($ty),)*
+        }
+
+        impl $enum {
+            /// Names of all connectors of this kind, as written in `connector:`.
+            pub const NAMES: &'static [&'static str] = &[$($name,)*];
+
+            /// The connector's name.
+            pub fn name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $name,)* }
+            }
+
+            /// The connector behind its trait.
+            pub fn get(&self) -> &dyn $trait {
+                match self { $(Self::$variant(c) => c,)* }
+            }
+        }
+    };
+}
+
+registry! {
+    /// A source in a spec, by `connector`.
+    SourceConfig: Source {
+        File(file::FileSource) = "file",
+        Datagen(datagen::DatagenSource) = "datagen",
+    }
+}
+
+registry! {
+    /// A sink in a spec, by `connector`.
+    SinkConfig: Sink {
+        File(file::FileSink) = "file",
+        Stdout(stdout::StdoutSink) = "stdout",
+        Blackhole(blackhole::BlackholeSink) = "blackhole",
+    }
+}
+
+/// Checks a source's `event_time` against its schema and returns the event-time column.
+pub fn check_event_time(
+    cx: &mut Checker,
+    ptr: &str,
+    schema: &arrow::datatypes::Schema,
+    event_time: Option<&crate::spec::values::EventTime>,
+) -> Option<String> {
+    use crate::diagnostics::{Code, did_you_mean};
+    let et = event_time?;
+    let at = format!("{ptr}/event_time/column");
+    match schema.field_with_name(&et.column) {
+        Ok(f) if crate::spec::values::is_timestamp(f.data_type()) => Some(et.column.clone()),
+        Ok(f) => {
+            cx.error(
+                Code::EventTimeColumn,
+                &at,
+                format!("event-time column `{}` is {}, not a timestamp", et.column, f.data_type()),
+            )
+            .help = Some(format!("declare `{}: timestamp` in the schema", et.column));
+            None
+        }
+        Err(_) => {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let help = did_you_mean(&et.column, names.iter().copied())
+                .unwrap_or_else(|| format!("the schema has columns: {}", names.join(", ")));
+            cx.error(Code::EventTimeColumn, &at, format!("event-time column `{}` is not in the schema", et.column))
+                .help = Some(help);
+            None
+        }
+    }
+}

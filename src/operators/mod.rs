@@ -1,0 +1,90 @@
+//! Transforms: the operators between sources and sinks.
+//!
+//! Each transform lives in its own file and owns its config type, its offline type check
+//! (input schemas in, output schema out, expressions compiled by DataFusion) and what the plan
+//! needs to know of it: how its input is partitioned and what state it keeps. The
+//! [`TransformConfig`] enum below, tagged by the spec's `type:` key, is the one registry.
+
+pub mod filter;
+pub mod select;
+pub mod sql;
+pub mod union;
+pub mod window_aggregate;
+
+pub use crate::plan::{InputPartitioning, StateKind};
+pub use crate::spec::check::{Checker, StreamSchema};
+
+/// The streams a transform produces: its main output and any named side outputs.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// The stream named after the transform.
+    pub main: StreamSchema,
+    /// Extra named streams, such as a window's late rows.
+    pub side: Vec<(String, StreamSchema)>,
+}
+
+impl From<StreamSchema> for Outputs {
+    fn from(main: StreamSchema) -> Self {
+        Outputs { main, side: Vec::new() }
+    }
+}
+
+/// What every transform can be asked offline.
+pub trait Transform {
+    /// The names of the streams it reads, with the JSON pointer (relative to the transform)
+    /// where each is named.
+    fn inputs(&self) -> Vec<(&str, String)>;
+    /// Names of side outputs it creates, with the relative pointer where each is named.
+    fn side_outputs(&self) -> Vec<(&str, String)> {
+        Vec::new()
+    }
+    /// Type-checks the transform against its input schemas (in the order of
+    /// [`Transform::inputs`]) and returns its outputs. Problems go to `cx` under `ptr`.
+    fn check(&self, cx: &mut Checker, ptr: &str, inputs: &[(&str, &StreamSchema)]) -> Option<Outputs>;
+    /// How rows reach its subtasks.
+    fn partitioning(&self) -> InputPartitioning {
+        InputPartitioning::Forward
+    }
+    /// Subtasks requested, if it overrides the pipeline's parallelism.
+    fn parallelism(&self) -> Option<u32>;
+    /// What state it keeps.
+    fn state(&self) -> StateKind {
+        StateKind::None
+    }
+    /// One line for `sluice plan`.
+    fn describe(&self) -> String;
+}
+
+macro_rules! registry {
+    ($($variant:ident($ty:ty) = $name:literal,)*) => {
+        /// A transform in a spec, by `type`.
+        #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(tag = "type")]
+        pub enum TransformConfig {
+            $(#[doc = concat!("The `", $name, "` transform.")] #[serde(rename = $name)] $variant($ty),)*
+        }
+
+        impl TransformConfig {
+            /// Names of all transform types, as written in `type:`.
+            pub const NAMES: &'static [&'static str] = &[$($name,)*];
+
+            /// The transform's type name.
+            pub fn name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $name,)* }
+            }
+
+            /// The transform behind its trait.
+            pub fn get(&self) -> &dyn Transform {
+                match self { $(Self::$variant(t) => t,)* }
+            }
+        }
+    };
+}
+
+registry! {
+    Filter(filter::Filter) = "filter",
+    Select(select::Select) = "select",
+    Sql(sql::Sql) = "sql",
+    WindowAggregate(window_aggregate::WindowAggregate) = "window_aggregate",
+    Union(union::Union) = "union",
+}

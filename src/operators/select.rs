@@ -1,0 +1,79 @@
+//! `select`: computes named columns from SQL expressions, row by row.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Checker, Outputs, StreamSchema, Transform};
+use crate::spec::loader::push_pointer;
+
+/// Computes new columns; only the listed columns are kept.
+///
+/// ```yaml
+/// in_euro:
+///   type: select
+///   input: bids
+///   columns: { auction: auction, price_eur: "price * 0.908", date_time: date_time }
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Select {
+    /// The stream to read.
+    pub input: String,
+    /// Output columns, in order: name → SQL expression over the input's columns.
+    #[schemars(length(min = 1))]
+    pub columns: IndexMap<String, String>,
+    /// Subtasks (default: the pipeline's).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub parallelism: Option<u32>,
+}
+
+impl Transform for Select {
+    fn inputs(&self) -> Vec<(&str, String)> {
+        vec![(&self.input, "/input".into())]
+    }
+
+    fn check(&self, cx: &mut Checker, ptr: &str, inputs: &[(&str, &StreamSchema)]) -> Option<Outputs> {
+        let (name, input) = inputs[0];
+        let mut fields = Vec::new();
+        let mut ok = true;
+        for (col, expr) in &self.columns {
+            let at = push_pointer(&format!("{ptr}/columns"), col);
+            match cx.expression(&at, expr, name, input) {
+                Some((e, ty)) => {
+                    let nullable = match &e {
+                        datafusion::logical_expr::Expr::Column(c) => {
+                            input.schema.field_with_name(&c.name).map_or(true, |f| f.is_nullable())
+                        }
+                        _ => true,
+                    };
+                    fields.push(Field::new(col, ty, nullable));
+                }
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        // Event time survives when its column is passed through under the same name.
+        let event_time = input
+            .event_time
+            .clone()
+            .filter(|et| self.columns.get(et).is_some_and(|e| e.trim() == et || e.trim() == format!("{name}.{et}")));
+        Some(StreamSchema { schema: Arc::new(Schema::new(fields)), event_time }.into())
+    }
+
+    fn parallelism(&self) -> Option<u32> {
+        self.parallelism
+    }
+
+    fn describe(&self) -> String {
+        let cols: Vec<String> =
+            self.columns.iter().map(|(k, v)| if k == v { k.clone() } else { format!("{v} AS {k}") }).collect();
+        format!("select {}", cols.join(", "))
+    }
+}

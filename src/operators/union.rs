@@ -1,0 +1,65 @@
+//! `union`: merges streams of the same schema into one.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Checker, Outputs, StreamSchema, Transform};
+use crate::diagnostics::Code;
+
+/// Merges several streams with the same columns.
+///
+/// ```yaml
+/// all_orders: { type: union, inputs: [web_orders, shop_orders] }
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Union {
+    /// The streams to merge; all must have the same column names and types.
+    #[schemars(length(min = 2))]
+    pub inputs: Vec<String>,
+    /// Subtasks (default: the pipeline's).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub parallelism: Option<u32>,
+}
+
+impl Transform for Union {
+    fn inputs(&self) -> Vec<(&str, String)> {
+        self.inputs.iter().enumerate().map(|(i, n)| (n.as_str(), format!("/inputs/{i}"))).collect()
+    }
+
+    fn check(&self, cx: &mut Checker, ptr: &str, inputs: &[(&str, &StreamSchema)]) -> Option<Outputs> {
+        let (first_name, first) = inputs[0];
+        let mut ok = true;
+        for (i, (name, other)) in inputs.iter().enumerate().skip(1) {
+            let a: Vec<_> = first.schema.fields().iter().map(|f| (f.name(), f.data_type())).collect();
+            let b: Vec<_> = other.schema.fields().iter().map(|f| (f.name(), f.data_type())).collect();
+            if a != b {
+                let show = |v: &Vec<(&String, &arrow::datatypes::DataType)>| {
+                    v.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+                };
+                cx.error(
+                    Code::UnionMismatch,
+                    &format!("{ptr}/inputs/{i}"),
+                    format!("`{name}` has columns ({}) but `{first_name}` has ({})", show(&b), show(&a)),
+                )
+                .help = Some("make the inputs match with a `select` on each".into());
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let event_time =
+            first.event_time.clone().filter(|et| inputs.iter().all(|(_, s)| s.event_time.as_ref() == Some(et)));
+        Some(StreamSchema { schema: first.schema.clone(), event_time }.into())
+    }
+
+    fn parallelism(&self) -> Option<u32> {
+        self.parallelism
+    }
+
+    fn describe(&self) -> String {
+        format!("union of {}", self.inputs.join(", "))
+    }
+}

@@ -1,0 +1,189 @@
+//! `window_aggregate`: aggregates per key over tumbling, hopping or session windows of event
+//! time, with allowed lateness and a side output for rows later than that.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Checker, InputPartitioning, Outputs, StateKind, StreamSchema, Transform};
+use crate::diagnostics::{Code, did_you_mean};
+use crate::spec::loader::push_pointer;
+use crate::spec::values::{Duration, timestamp_type};
+
+/// The window shape.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Window {
+    /// Fixed, non-overlapping windows of `size`.
+    Tumbling {
+        /// Window length.
+        size: Duration,
+    },
+    /// Windows of `size` starting every `slide`; a row falls in `size / slide` windows.
+    Hopping {
+        /// Window length.
+        size: Duration,
+        /// Distance between window starts.
+        slide: Duration,
+    },
+    /// Windows per key that close after `gap` without rows.
+    Session {
+        /// Inactivity that ends a session.
+        gap: Duration,
+    },
+}
+
+/// Aggregates per key and event-time window. Results are emitted when the watermark passes
+/// the window end; output rows carry the key columns, `window_start`, `window_end` and one
+/// column per aggregate.
+///
+/// ```yaml
+/// per_customer:
+///   type: window_aggregate
+///   input: orders
+///   key: [customer_id]
+///   window: { type: tumbling, size: 1h }
+///   allowed_lateness: 1m
+///   late_output: late_orders
+///   aggregates: { total: "sum(amount)", orders: "count(*)" }
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowAggregate {
+    /// The stream to aggregate; it must have event time.
+    pub input: String,
+    /// Columns to group by; rows are hash-partitioned on them. Empty: one global group.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// The window shape.
+    pub window: Window,
+    /// How long after a window closes late rows still update it (default 0s).
+    #[serde(default)]
+    pub allowed_lateness: Option<Duration>,
+    /// Name of a stream that receives rows too late for their window; without it they are
+    /// counted as dropped.
+    #[serde(default)]
+    pub late_output: Option<String>,
+    /// Output column → aggregate: `count(*)`, `count(x)`, `count(DISTINCT x)`, `sum`, `min`,
+    /// `max`, `avg`.
+    #[schemars(length(min = 1))]
+    pub aggregates: IndexMap<String, String>,
+    /// Subtasks (default: the pipeline's; 1 when there is no key).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 4096))]
+    pub parallelism: Option<u32>,
+}
+
+const WINDOW_COLUMNS: [&str; 2] = ["window_start", "window_end"];
+
+impl Transform for WindowAggregate {
+    fn inputs(&self) -> Vec<(&str, String)> {
+        vec![(&self.input, "/input".into())]
+    }
+
+    fn side_outputs(&self) -> Vec<(&str, String)> {
+        self.late_output.iter().map(|n| (n.as_str(), "/late_output".to_string())).collect()
+    }
+
+    fn check(&self, cx: &mut Checker, ptr: &str, inputs: &[(&str, &StreamSchema)]) -> Option<Outputs> {
+        let (name, input) = inputs[0];
+        let mut ok = true;
+        if input.event_time.is_none() {
+            cx.error(
+                Code::NoEventTime,
+                &format!("{ptr}/input"),
+                format!("`{name}` has no event time, which windows need"),
+            )
+            .help = Some(
+                "declare `event_time: { column: ... }` on the source, and keep that column through any `select`".into(),
+            );
+            ok = false;
+        }
+        match &self.window {
+            Window::Tumbling { size } | Window::Hopping { size, .. } if size.as_millis() == 0 => {
+                cx.error(Code::InvalidWindow, &format!("{ptr}/window/size"), "a window cannot be 0 long");
+                ok = false;
+            }
+            Window::Hopping { size, slide } => {
+                if slide.as_millis() == 0 || slide > size || size.as_millis() % slide.as_millis() != 0 {
+                    cx.error(
+                        Code::InvalidWindow,
+                        &format!("{ptr}/window/slide"),
+                        format!("slide {slide} must be more than 0, at most the size {size}, and divide it"),
+                    );
+                    ok = false;
+                }
+            }
+            Window::Session { gap } if gap.as_millis() == 0 => {
+                cx.error(Code::InvalidWindow, &format!("{ptr}/window/gap"), "a session gap cannot be 0");
+                ok = false;
+            }
+            _ => {}
+        }
+        let mut fields = Vec::new();
+        let columns = input.column_names();
+        for (i, k) in self.key.iter().enumerate() {
+            match input.schema.field_with_name(k) {
+                Ok(f) => fields.push(f.as_ref().clone()),
+                Err(_) => {
+                    let help = did_you_mean(k, columns.iter().copied())
+                        .unwrap_or_else(|| format!("the input has columns: {}", columns.join(", ")));
+                    cx.error(Code::UnknownColumn, &format!("{ptr}/key/{i}"), format!("unknown key column `{k}`"))
+                        .help = Some(help);
+                    ok = false;
+                }
+            }
+        }
+        fields.push(Field::new(WINDOW_COLUMNS[0], timestamp_type(), false));
+        fields.push(Field::new(WINDOW_COLUMNS[1], timestamp_type(), false));
+        for (out, agg) in &self.aggregates {
+            let at = push_pointer(&format!("{ptr}/aggregates"), out);
+            if self.key.contains(out) || WINDOW_COLUMNS.contains(&out.as_str()) {
+                cx.error_at_key(
+                    Code::ColumnConflict,
+                    &at,
+                    format!("output column `{out}` is already a key or window column"),
+                )
+                .help = Some("rename the aggregate".into());
+                ok = false;
+                continue;
+            }
+            match cx.aggregate(&at, agg, name, input) {
+                Some(ty) => fields.push(Field::new(out, ty, true)),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let main = StreamSchema { schema: Arc::new(Schema::new(fields)), event_time: Some(WINDOW_COLUMNS[1].into()) };
+        let side = self.late_output.iter().map(|n| (n.clone(), input.clone())).collect();
+        Some(Outputs { main, side })
+    }
+
+    fn partitioning(&self) -> InputPartitioning {
+        if self.key.is_empty() { InputPartitioning::Single } else { InputPartitioning::Hash(self.key.clone()) }
+    }
+
+    fn parallelism(&self) -> Option<u32> {
+        self.parallelism
+    }
+
+    fn state(&self) -> StateKind {
+        StateKind::Keyed("window accumulators (map) + event-time timers")
+    }
+
+    fn describe(&self) -> String {
+        let w = match &self.window {
+            Window::Tumbling { size } => format!("tumbling {size}"),
+            Window::Hopping { size, slide } => format!("hopping {size} every {slide}"),
+            Window::Session { gap } => format!("session gap {gap}"),
+        };
+        let aggs: Vec<String> = self.aggregates.iter().map(|(k, v)| format!("{v} AS {k}")).collect();
+        let key = if self.key.is_empty() { "global".into() } else { format!("by {}", self.key.join(", ")) };
+        format!("window_aggregate {w} {key}: {}", aggs.join(", "))
+    }
+}

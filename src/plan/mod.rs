@@ -1,0 +1,431 @@
+//! The physical plan: what `sluice plan` shows and what the runtime will deploy.
+//!
+//! A validated spec becomes a graph of operators (one per source, transform and sink, with
+//! the spec name as its stable id), each with a parallelism, connected by edges whose
+//! partitioning follows from what the consumer needs: `forward` when both ends have the same
+//! parallelism, `hash` on the key for keyed operators, `global` for operators that need every
+//! row in one subtask, `rebalance` otherwise. Forward edges into single-input operators are
+//! chained, so a chain of operators runs as one task. Rendering: text, dot, mermaid, json.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use serde::Serialize;
+
+use crate::spec::{StateBackend, Validated};
+
+/// What state an operator keeps, as declared by its component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// Stateless.
+    None,
+    /// Per-subtask state that is not keyed (offsets, open files).
+    Operator(&'static str),
+    /// Keyed state in the state backend, partitioned by key group.
+    Keyed(&'static str),
+}
+
+/// How an operator needs its input rows distributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputPartitioning {
+    /// Any subtask may process any row; keep rows where they are when possible.
+    Forward,
+    /// Rows with the same key must reach the same subtask.
+    Hash(Vec<String>),
+    /// Every row must reach one single subtask.
+    Single,
+    /// Every row must reach every subtask.
+    Broadcast,
+}
+
+/// How rows travel along one edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i; chained when possible.
+    Forward,
+    /// By hash of the key columns → key group → owning subtask.
+    Hash {
+        /// Key columns.
+        key: Vec<String>,
+    },
+    /// Round-robin to all consumer subtasks.
+    Rebalance,
+    /// Every row to every consumer subtask.
+    Broadcast,
+    /// Every row to the consumer's single subtask.
+    Global,
+}
+
+impl std::fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Partitioning::Forward => f.write_str("forward"),
+            Partitioning::Hash { key } => write!(f, "hash({})", key.join(", ")),
+            Partitioning::Rebalance => f.write_str("rebalance"),
+            Partitioning::Broadcast => f.write_str("broadcast"),
+            Partitioning::Global => f.write_str("global"),
+        }
+    }
+}
+
+/// One column of an edge's schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Type, in spec notation where there is one.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Whether the column may be null.
+    pub nullable: bool,
+}
+
+/// State of one operator, for display.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    /// `operator` or `keyed`.
+    pub kind: &'static str,
+    /// What is kept.
+    pub what: &'static str,
+    /// Where keyed state lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'static str>,
+}
+
+/// One operator of the physical graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct Operator {
+    /// Stable id: the spec name.
+    pub id: String,
+    /// `source`, `transform` or `sink`.
+    pub role: &'static str,
+    /// Connector or transform type.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    /// What it does, in one line.
+    pub description: String,
+    /// Number of subtasks.
+    pub parallelism: u32,
+    /// What state it keeps, if any.
+    pub state: Option<State>,
+    /// The task (chain) it runs in.
+    pub task: usize,
+}
+
+/// One edge of the physical graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    /// Producing operator.
+    pub from: String,
+    /// Consuming operator.
+    pub to: String,
+    /// The stream name carried (the producer's name, or a side output's).
+    pub stream: String,
+    /// How rows are distributed.
+    pub partitioning: Partitioning,
+    /// Whether producer and consumer are chained into one task.
+    pub chained: bool,
+    /// Column to carry event time, if the stream has it.
+    pub event_time: Option<String>,
+    /// The schema of the rows.
+    pub schema: Vec<Column>,
+}
+
+/// A chain of operators running as one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    /// Task number, from 1.
+    pub id: usize,
+    /// Operators, in chain order.
+    pub operators: Vec<String>,
+    /// Subtasks of the task.
+    pub parallelism: u32,
+}
+
+/// The physical graph of a pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysicalPlan {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Key groups (max parallelism).
+    pub max_parallelism: u32,
+    /// Operators in topological order.
+    pub operators: Vec<Operator>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// Tasks (chains).
+    pub tasks: Vec<Task>,
+}
+
+/// Spec-notation name of an Arrow type.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytes".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+fn columns(schema: &SchemaRef) -> Vec<Column> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| Column { name: f.name().clone(), ty: type_name(f.data_type()), nullable: f.is_nullable() })
+        .collect()
+}
+
+/// Builds the physical plan of a validated spec.
+pub fn build(v: &Validated) -> PhysicalPlan {
+    let p = &v.pipeline;
+    let default = p.default_parallelism();
+    let backend = match p.state.as_ref().map(|s| s.backend).unwrap_or_default() {
+        StateBackend::Memory => "memory",
+        StateBackend::Rocksdb => "rocksdb",
+    };
+    let state = |k: StateKind| match k {
+        StateKind::None => None,
+        StateKind::Operator(what) => Some(State { kind: "operator", what, backend: None }),
+        StateKind::Keyed(what) => Some(State { kind: "keyed", what, backend: Some(backend) }),
+    };
+    let mut ops: Vec<Operator> = Vec::new();
+    // (consumer, stream, what the consumer needs)
+    let mut wants: Vec<(String, String, InputPartitioning)> = Vec::new();
+    for (name, s) in &p.sources {
+        let c = s.get();
+        ops.push(Operator {
+            id: name.clone(),
+            role: "source",
+            ty: s.name(),
+            description: c.describe(),
+            parallelism: c.parallelism().unwrap_or(default),
+            state: state(c.state()),
+            task: 0,
+        });
+    }
+    // Transforms in the order their streams were typed (topological).
+    let mut seen = std::collections::HashSet::new();
+    for stream in v.streams.values() {
+        let Some(t) = p.transforms.get(&stream.producer) else { continue };
+        if !seen.insert(stream.producer.clone()) {
+            continue;
+        }
+        let c = t.get();
+        let need = c.partitioning();
+        let parallelism = if need == InputPartitioning::Single { 1 } else { c.parallelism().unwrap_or(default) };
+        for (input, _) in c.inputs() {
+            wants.push((stream.producer.clone(), input.to_string(), need.clone()));
+        }
+        ops.push(Operator {
+            id: stream.producer.clone(),
+            role: "transform",
+            ty: t.name(),
+            description: c.describe(),
+            parallelism,
+            state: state(c.state()),
+            task: 0,
+        });
+    }
+    for (name, s) in &p.sinks {
+        let c = s.get();
+        wants.push((name.clone(), c.input().to_string(), InputPartitioning::Forward));
+        ops.push(Operator {
+            id: name.clone(),
+            role: "sink",
+            ty: s.name(),
+            description: c.describe(),
+            parallelism: c.parallelism().unwrap_or(default),
+            state: state(c.state()),
+            task: 0,
+        });
+    }
+    let par: HashMap<String, u32> = ops.iter().map(|o| (o.id.clone(), o.parallelism)).collect();
+    let mut edges: Vec<Edge> = wants
+        .into_iter()
+        .map(|(to, stream, need)| {
+            let s = &v.streams[&stream];
+            let from = s.schema.clone();
+            let producer = v.streams[&stream].producer.clone();
+            let partitioning = match need {
+                InputPartitioning::Hash(key) => Partitioning::Hash { key },
+                InputPartitioning::Single => Partitioning::Global,
+                InputPartitioning::Broadcast => Partitioning::Broadcast,
+                InputPartitioning::Forward if par[&producer] == par[&to] => Partitioning::Forward,
+                InputPartitioning::Forward => Partitioning::Rebalance,
+            };
+            Edge {
+                from: producer,
+                to,
+                stream,
+                partitioning,
+                chained: false,
+                event_time: from.event_time.clone(),
+                schema: columns(&from.schema),
+            }
+        })
+        .collect();
+    let in_degree = |id: &str, edges: &[Edge]| edges.iter().filter(|e| e.to == id).count();
+    let out_degree = |id: &str, edges: &[Edge]| edges.iter().filter(|e| e.from == id).count();
+    for i in 0..edges.len() {
+        let e = &edges[i];
+        let chain = e.partitioning == Partitioning::Forward
+            && in_degree(&e.to, &edges) == 1
+            && out_degree(&e.from, &edges) == 1
+            && e.stream == e.from;
+        edges[i].chained = chain;
+    }
+    // Tasks: follow chained edges from every operator that is not chained to its input.
+    let mut tasks = Vec::new();
+    let chained_into: std::collections::HashSet<String> =
+        edges.iter().filter(|e| e.chained).map(|e| e.to.clone()).collect();
+    for op in &ops {
+        if chained_into.contains(&op.id) {
+            continue;
+        }
+        let mut members = vec![op.id.clone()];
+        let mut cur = op.id.clone();
+        while let Some(next) = edges.iter().find(|e| e.chained && e.from == cur) {
+            cur = next.to.clone();
+            members.push(cur.clone());
+        }
+        tasks.push(Task { id: tasks.len() + 1, operators: members, parallelism: op.parallelism });
+    }
+    for t in &tasks {
+        for m in &t.operators {
+            if let Some(op) = ops.iter_mut().find(|o| &o.id == m) {
+                op.task = t.id;
+            }
+        }
+    }
+    PhysicalPlan { pipeline: p.name.clone(), max_parallelism: p.key_groups(), operators: ops, edges, tasks }
+}
+
+/// Output formats of `sluice plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum PlanFormat {
+    /// Readable text.
+    #[default]
+    Text,
+    /// Graphviz.
+    Dot,
+    /// Mermaid flowchart (renders in GitHub markdown).
+    Mermaid,
+    /// Machine-readable.
+    Json,
+}
+
+impl PhysicalPlan {
+    /// Renders the plan.
+    pub fn render(&self, format: PlanFormat) -> String {
+        match format {
+            PlanFormat::Text => self.text(),
+            PlanFormat::Dot => self.dot(),
+            PlanFormat::Mermaid => self.mermaid(),
+            PlanFormat::Json => serde_json::to_string_pretty(self).expect("plan serializes") + "\n",
+        }
+    }
+
+    fn op(&self, id: &str) -> &Operator {
+        self.operators.iter().find(|o| o.id == id).expect("edge ends are operators")
+    }
+
+    fn text(&self) -> String {
+        let mut s = String::new();
+        let subtasks: u32 = self.tasks.iter().map(|t| t.parallelism).sum();
+        let _ = writeln!(
+            s,
+            "pipeline {}: {} operators in {} tasks, {} subtasks, {} key groups\n",
+            self.pipeline,
+            self.operators.len(),
+            self.tasks.len(),
+            subtasks,
+            self.max_parallelism
+        );
+        for t in &self.tasks {
+            let _ = writeln!(s, "task {} × {}", t.id, t.parallelism);
+            for (i, id) in t.operators.iter().enumerate() {
+                let op = self.op(id);
+                let arrow = if i == 0 { "  " } else { "  ↳ " };
+                let _ = writeln!(s, "{arrow}{} [{} {}] {}", op.id, op.role, op.ty, op.description);
+                if let Some(st) = &op.state {
+                    let backend = st.backend.map(|b| format!(" in {b}")).unwrap_or_default();
+                    let _ = writeln!(s, "      state: {} — {}{backend}", st.kind, st.what);
+                }
+            }
+        }
+        let _ = writeln!(s, "\nedges");
+        for e in &self.edges {
+            let via = if e.stream != e.from { format!(" (stream {})", e.stream) } else { String::new() };
+            let chained = if e.chained { ", chained" } else { "" };
+            let _ = writeln!(s, "  {} → {}{via}: {}{chained}", e.from, e.to, e.partitioning);
+            let cols: Vec<String> = e
+                .schema
+                .iter()
+                .map(|c| {
+                    let et = if e.event_time.as_deref() == Some(c.name.as_str()) { " (event time)" } else { "" };
+                    let null = if c.nullable { "" } else { " not null" };
+                    format!("{} {}{null}{et}", c.name, c.ty)
+                })
+                .collect();
+            let _ = writeln!(s, "      {}", cols.join(", "));
+        }
+        s
+    }
+
+    fn dot(&self) -> String {
+        let mut s = format!(
+            "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+            esc(&self.pipeline)
+        );
+        for t in &self.tasks {
+            let _ = writeln!(s, "  subgraph cluster_task{} {{\n    label=\"task {} × {}\";", t.id, t.id, t.parallelism);
+            for id in &t.operators {
+                let op = self.op(id);
+                let state = op.state.as_ref().map(|st| format!("\\nstate: {}", st.kind)).unwrap_or_default();
+                let _ = writeln!(s, "    \"{}\" [label=\"{}\\n{} {}{}\"];", esc(id), esc(id), op.role, op.ty, state);
+            }
+            s.push_str("  }\n");
+        }
+        for e in &self.edges {
+            let style = if e.chained { ", style=bold" } else { "" };
+            let _ = writeln!(
+                s,
+                "  \"{}\" -> \"{}\" [label=\"{}\"{style}];",
+                esc(&e.from),
+                esc(&e.to),
+                esc(&e.partitioning.to_string())
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    fn mermaid(&self) -> String {
+        let mut s = String::from("flowchart LR\n");
+        for t in &self.tasks {
+            let _ = writeln!(s, "  subgraph task{}[\"task {} × {}\"]", t.id, t.id, t.parallelism);
+            for id in &t.operators {
+                let op = self.op(id);
+                let _ = writeln!(s, "    {id}[\"{id}<br/>{} {}\"]", op.role, op.ty);
+            }
+            s.push_str("  end\n");
+        }
+        for e in &self.edges {
+            let arrow = if e.chained { "==>" } else { "-->" };
+            let _ = writeln!(s, "  {} {arrow}|{}| {}", e.from, e.partitioning, e.to);
+        }
+        s
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
