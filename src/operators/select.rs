@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
+use datafusion::logical_expr::Expr;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -41,29 +42,28 @@ impl Transform for Select {
         let (name, input) = inputs[0];
         let mut fields = Vec::new();
         let mut ok = true;
+        let mut event_time = None;
         for (col, expr) in &self.columns {
             let at = push_pointer(&format!("{ptr}/columns"), col);
-            match cx.expression(&at, expr, name, input) {
-                Some((e, ty)) => {
-                    let nullable = match &e {
-                        datafusion::logical_expr::Expr::Column(c) => {
-                            input.schema.field_with_name(&c.name).map_or(true, |f| f.is_nullable())
-                        }
-                        _ => true,
-                    };
-                    fields.push(Field::new(col, ty, nullable));
+            let Some((e, ty)) = cx.expression(&at, expr, name, input) else {
+                ok = false;
+                continue;
+            };
+            let nullable = match &e {
+                Expr::Column(c) => {
+                    // Event time survives when its column is passed through, renamed or not.
+                    if event_time.is_none() && input.event_time.as_deref() == Some(c.name.as_str()) {
+                        event_time = Some(col.clone());
+                    }
+                    input.schema.field_with_name(&c.name).map_or(true, |f| f.is_nullable())
                 }
-                None => ok = false,
-            }
+                _ => true,
+            };
+            fields.push(Field::new(col, ty, nullable));
         }
         if !ok {
             return None;
         }
-        // Event time survives when its column is passed through under the same name.
-        let event_time = input
-            .event_time
-            .clone()
-            .filter(|et| self.columns.get(et).is_some_and(|e| e.trim() == et || e.trim() == format!("{name}.{et}")));
         Some(StreamSchema { schema: Arc::new(Schema::new(fields)), event_time }.into())
     }
 

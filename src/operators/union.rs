@@ -36,7 +36,7 @@ impl Transform for Union {
             let b: Vec<_> = other.schema.fields().iter().map(|f| (f.name(), f.data_type())).collect();
             if a != b {
                 let show = |v: &Vec<(&String, &arrow::datatypes::DataType)>| {
-                    v.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+                    v.iter().map(|(n, t)| format!("{n} {}", crate::plan::type_name(t))).collect::<Vec<_>>().join(", ")
                 };
                 cx.error(
                     Code::UnionMismatch,
@@ -52,7 +52,19 @@ impl Transform for Union {
         }
         let event_time =
             first.event_time.clone().filter(|et| inputs.iter().all(|(_, s)| s.event_time.as_ref() == Some(et)));
-        Some(StreamSchema { schema: first.schema.clone(), event_time }.into())
+        // A column may be null in the union when it may be null in any input.
+        let fields: Vec<_> = first
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let nullable = inputs.iter().any(|(_, s)| s.schema.field(i).is_nullable());
+                f.as_ref().clone().with_nullable(nullable)
+            })
+            .collect();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        Some(StreamSchema { schema, event_time }.into())
     }
 
     fn parallelism(&self) -> Option<u32> {

@@ -281,6 +281,10 @@ impl<'a> Checker<'a> {
                 let d = self.error_within(code, pointer, offset, len, msg);
                 if code == Code::UnknownFunction {
                     d.message = d.message.replace("Invalid function", "unknown function");
+                    let full = other.to_string();
+                    if let Some(at) = full.find("Did you mean") {
+                        d.help = Some(full[at..].trim().trim_end_matches('.').replace("Did you mean", "did you mean"));
+                    }
                 }
             }
         }

@@ -382,6 +382,27 @@ impl Translator<'_> {
             }
             return;
         }
+        // An enumeration of documented constants: one `const` per alternative.
+        let consts: Option<Vec<String>> = branches
+            .iter()
+            .map(|b| match b.as_slice() {
+                [e] if e.instance_path().as_str() == ptr => match e.kind() {
+                    ValidationErrorKind::Constant { expected_value } => Some(short(expected_value)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        if let Some(opts) = consts.filter(|c| !c.is_empty()) {
+            let value = short(instance);
+            let help = match closest(&value, opts.iter().map(String::as_str)) {
+                Some(c) => format!("did you mean `{c}`? expected one of: {}", opts.join(", ")),
+                None => format!("expected one of: {}", opts.join(", ")),
+            };
+            let message = format!("`{value}` is not a valid `{}` in {}", field(ptr), context(ptr));
+            self.at_value(Code::InvalidValue, ptr, message, Some(help));
+            return;
+        }
         // Otherwise by JSON type: drop alternatives whose type does not fit.
         let fitting: Vec<&Vec<ValidationError>> = branches
             .iter()
