@@ -44,7 +44,31 @@ pub fn check(value: &Value, file: &Path, map: &SourceMap) -> Vec<Diagnostic> {
     }
     let mut seen = std::collections::HashSet::new();
     t.out.retain(|d| seen.insert((d.code, d.span.map(|s| s.start), d.message.clone())));
-    t.out
+    fold_misspelt_required(t.out)
+}
+
+/// A required field reported missing next to an unknown key that is its misspelling is one
+/// mistake: keep only the unknown key, whose help already says `did you mean`.
+fn fold_misspelt_required(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let misspelt: Vec<(String, String)> = diags
+        .iter()
+        .filter(|d| d.code == Code::UnknownKey)
+        .filter_map(|d| {
+            let ptr = d.pointer.as_deref()?;
+            let parent = &ptr[..ptr.rfind('/')?];
+            let wanted = d.help.as_deref()?.strip_prefix("did you mean `")?.strip_suffix("`?")?;
+            Some((parent.to_string(), wanted.to_string()))
+        })
+        .collect();
+    diags
+        .into_iter()
+        .filter(|d| {
+            d.code != Code::MissingField
+                || !misspelt.iter().any(|(parent, wanted)| {
+                    d.pointer.as_deref() == Some(parent.as_str()) && d.message.ends_with(&format!("`{wanted}`"))
+                })
+        })
+        .collect()
 }
 
 struct Translator<'a> {
