@@ -165,7 +165,11 @@ impl Sink for FileSink {
                     cx.error(
                         Code::SinkCannotWrite,
                         &format!("{ptr}/format"),
-                        format!("CSV cannot hold column `{}` of type {}", f.name(), crate::plan::type_name(f.data_type())),
+                        format!(
+                            "CSV cannot hold column `{}` of type {}",
+                            f.name(),
+                            crate::plan::type_name(f.data_type())
+                        ),
                     )
                     .help = Some(
                         "write `format: jsonl` or `format: parquet`, or flatten the column with a `select`".into(),

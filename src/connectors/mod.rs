@@ -101,7 +101,11 @@ pub fn check_event_time(
             cx.error(
                 Code::EventTimeColumn,
                 &at,
-                format!("event-time column `{}` is {}, not a timestamp", et.column, crate::plan::type_name(f.data_type())),
+                format!(
+                    "event-time column `{}` is {}, not a timestamp",
+                    et.column,
+                    crate::plan::type_name(f.data_type())
+                ),
             )
             .help = Some(format!("declare `{}: timestamp` in the schema", et.column));
             None

@@ -35,8 +35,8 @@ impl Transform for Filter {
         let at = format!("{ptr}/where");
         let (_, ty) = cx.expression(&at, &self.condition, name, input)?;
         if ty != arrow::datatypes::DataType::Boolean && ty != arrow::datatypes::DataType::Null {
-            cx.error(Code::NotBoolean, &at, format!("the condition is {}, not boolean", crate::plan::type_name(&ty))).help =
-                Some("compare it, such as `amount > 100` or `status = 'paid'`".into());
+            cx.error(Code::NotBoolean, &at, format!("the condition is {}, not boolean", crate::plan::type_name(&ty)))
+                .help = Some("compare it, such as `amount > 100` or `status = 'paid'`".into());
             return None;
         }
         Some(input.clone().into())

@@ -553,7 +553,7 @@ mod tests {
         let text = "name: \"é\"\nx: 1\nsources: {ü: 1, k: 2}\n";
         let l = load(text, Syntax::Yaml);
         let s = l.map.key_span("/sources/k");
-        assert_eq!((s.line, s.column), (3, 18));
+        assert_eq!((s.line, s.column), (3, 17));
         assert_eq!(&text[s.start..s.end], "k");
     }
 
