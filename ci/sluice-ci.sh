@@ -37,7 +37,7 @@ else
     for d in $dirs; do
       case "$f" in "${d%/}"/*) [ -f "$f" ] && specs+=("$f") ;; esac
     done
-  done < <(git diff --name-only --diff-filter=ACMR "$merge_base" -- $dirs)
+  done < <(git diff --name-only --diff-filter=ACMR "$merge_base" -- $dirs; git ls-files --others --exclude-standard -- $dirs)
 fi
 
 if [ ${#specs[@]} -eq 0 ]; then

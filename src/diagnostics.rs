@@ -56,7 +56,7 @@ codes! {
     UnsupportedVersion = "E0107", Error, "the spec `version` is not one this Sluice reads";
     InvalidStructure = "E0108", Error, "the value does not have the shape the spec requires";
     DuplicateName = "E0200", Error, "two streams share a name";
-    UnknownInput = "E0201", Error, "an `input` names no source, transform or late output";
+    UnknownInput = "E0201", Error, "an `input` names no source, transform or side output";
     Cycle = "E0202", Error, "transforms read from each other in a cycle";
     UnusedStream = "W0203", Warning, "a source or stream that nothing reads";
     NoSinks = "E0204", Error, "the pipeline writes nowhere";

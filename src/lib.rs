@@ -9,4 +9,7 @@ pub mod connectors;
 pub mod diagnostics;
 pub mod operators;
 pub mod plan;
+pub mod runtime;
 pub mod spec;
+pub mod state;
+pub mod testing;

@@ -12,6 +12,8 @@ use sluice::diagnostics::{Format, Severity, render};
 use sluice::plan::PlanFormat;
 use sluice::spec::{self, Options, Report};
 
+mod run;
+
 /// Sluice: stream processing pipelines as YAML or TOML specs.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
@@ -45,6 +47,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
+    /// Run a spec on this machine until its inputs end (or Ctrl-C).
+    Run {
+        /// The spec file.
+        spec: PathBuf,
+        /// Replace every sink by a capture printed to stdout at the end.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress bar or summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run the `tests:` of spec files.
+    Test {
+        /// Spec files, or folders searched for *.yaml, *.yml and *.toml.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Rewrite each test's expectations with what the pipeline produced.
+        #[arg(long)]
+        update: bool,
+        /// Also write results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the JSON Schema of spec files.
     Schema,
 }
@@ -64,6 +89,8 @@ pub fn main() -> ExitCode {
             validate(&mut out, &paths, format, deny_warnings, env)
         }
         Command::Plan { spec, format } => plan(&mut out, &spec, format),
+        Command::Run { spec, dry_run, quiet } => run::run(&mut out, &spec, dry_run, quiet),
+        Command::Test { paths, update, junit } => run::test(&mut out, &paths, update, junit.as_deref()),
         Command::Schema => {
             let text = serde_json::to_string_pretty(&spec::json_schema()).expect("schema serializes");
             writeln!(out, "{text}").map(|_| ExitCode::SUCCESS).map_err(Into::into)
@@ -84,7 +111,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Expands folders into the spec files under them, sorted; files are kept as given.
-fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -114,7 +141,7 @@ fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn print_report(out: &mut dyn Write, report: &Report, format: Format) -> anyhow::Result<()> {
+pub(crate) fn print_report(out: &mut dyn Write, report: &Report, format: Format) -> anyhow::Result<()> {
     let color = format == Format::Human && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = report.map.text().to_string();
     render(out, format, &report.diagnostics, &|_: &Path| Some(text.clone()), color)?;

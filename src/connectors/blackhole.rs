@@ -3,7 +3,19 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Sink, StateKind, StreamSchema};
+use arrow::record_batch::RecordBatch;
+
+use super::{BuildContext, Checker, Operator, OperatorError, Sink, StateKind, StreamSchema};
+use crate::runtime::Output;
+
+/// Drops rows; the runtime has already counted them in.
+struct Discard;
+
+impl Operator for Discard {
+    fn process(&mut self, _: usize, _: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
 
 /// Counts and discards every row.
 ///
@@ -34,6 +46,10 @@ impl Sink for BlackholeSink {
 
     fn state(&self) -> StateKind {
         StateKind::None
+    }
+
+    fn writer(&self, _: &BuildContext, _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(Box::new(Discard))
     }
 
     fn describe(&self) -> String {

@@ -8,7 +8,9 @@
 //! environment access (that is `validate --connect`, later, and `run`).
 
 pub use crate::plan::StateKind;
+pub use crate::runtime::{BuildContext, Operator, OperatorError, SourceReader};
 pub use crate::spec::check::{Checker, StreamSchema};
+use crate::spec::values::EventTime;
 
 pub mod blackhole;
 pub mod datagen;
@@ -26,6 +28,14 @@ pub trait Source {
     fn state(&self) -> StateKind;
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
+    /// Which column holds event time, and how watermarks follow it.
+    fn event_time(&self) -> Option<&EventTime>;
+    /// The stream that receives records this source cannot read, if any.
+    fn dead_letter(&self) -> Option<&str> {
+        None
+    }
+    /// Opens the reader of one subtask. `schema` is the schema validation computed.
+    fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError>;
 }
 
 /// What every sink can be asked offline.
@@ -40,6 +50,8 @@ pub trait Sink {
     fn state(&self) -> StateKind;
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
+    /// Opens the writer of one subtask, an operator without outputs.
+    fn writer(&self, ctx: &BuildContext, input: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError>;
 }
 
 macro_rules! registry {

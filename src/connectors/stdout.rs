@@ -3,7 +3,43 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Sink, StateKind, StreamSchema};
+use std::io::Write;
+
+use arrow::record_batch::RecordBatch;
+
+use super::{BuildContext, Checker, Operator, OperatorError, Sink, StateKind, StreamSchema};
+use crate::runtime::Output;
+
+/// Prints batches; a closed stdout ends printing quietly.
+struct StdoutWriter {
+    format: StdoutFormat,
+    closed: bool,
+}
+
+impl Operator for StdoutWriter {
+    fn process(&mut self, _: usize, batch: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        match self.format {
+            StdoutFormat::Json => {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                w.write(&batch)?;
+                w.finish()?;
+            }
+            StdoutFormat::Table => {
+                writeln!(buf, "{}", arrow::util::pretty::pretty_format_batches(&[batch])?)?;
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(&buf).and_then(|_| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+            other => other?,
+        }
+        Ok(())
+    }
+}
 
 /// How `stdout` prints rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -48,6 +84,10 @@ impl Sink for StdoutSink {
 
     fn state(&self) -> StateKind {
         StateKind::None
+    }
+
+    fn writer(&self, _: &BuildContext, _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(Box::new(StdoutWriter { format: self.format, closed: false }))
     }
 
     fn describe(&self) -> String {

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Outputs, StreamSchema, Transform};
+use super::{BuildContext, Checker, Operator, OperatorError, Outputs, StreamSchema, Transform};
 use crate::diagnostics::Code;
 
 /// Keeps rows matching a condition.
@@ -48,5 +48,11 @@ impl Transform for Filter {
 
     fn describe(&self) -> String {
         format!("filter {}", self.condition)
+    }
+
+    fn operator(&self, _: &BuildContext, inputs: &[(&str, &StreamSchema)], _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        let (name, input) = inputs[0];
+        let program = crate::runtime::expr::Compiler::default().filter(&self.condition, name, &input.schema)?;
+        Ok(Box::new(super::ProgramOperator(program)))
     }
 }

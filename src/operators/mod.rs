@@ -12,6 +12,7 @@ pub mod union;
 pub mod window_aggregate;
 
 pub use crate::plan::{InputPartitioning, StateKind};
+pub use crate::runtime::{BuildContext, Operator, OperatorError, Output};
 pub use crate::spec::check::{Checker, StreamSchema};
 
 /// The streams a transform produces: its main output and any named side outputs.
@@ -53,6 +54,24 @@ pub trait Transform {
     }
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
+    /// Builds the running operator for one subtask; `inputs` and `output` are the schemas
+    /// validation computed.
+    fn operator(
+        &self,
+        ctx: &BuildContext,
+        inputs: &[(&str, &StreamSchema)],
+        output: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError>;
+}
+
+/// Runs a compiled stateless program on every batch.
+struct ProgramOperator(crate::runtime::expr::Program);
+
+impl Operator for ProgramOperator {
+    fn process(&mut self, _: usize, batch: arrow::record_batch::RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
+        let result = self.0.run(batch)?;
+        out.emit(result)
+    }
 }
 
 macro_rules! registry {

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Outputs, StreamSchema, Transform};
+use super::{BuildContext, Checker, Operator, OperatorError, Outputs, StreamSchema, Transform};
 use crate::spec::loader::push_pointer;
 
 /// Computes new columns; only the listed columns are kept.
@@ -69,6 +69,19 @@ impl Transform for Select {
 
     fn parallelism(&self) -> Option<u32> {
         self.parallelism
+    }
+
+    fn operator(
+        &self,
+        _: &BuildContext,
+        inputs: &[(&str, &StreamSchema)],
+        output: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError> {
+        let (name, input) = inputs[0];
+        let columns: Vec<(String, String)> = self.columns.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let program =
+            crate::runtime::expr::Compiler::default().select(&columns, name, &input.schema, output.schema.clone())?;
+        Ok(Box::new(super::ProgramOperator(program)))
     }
 
     fn describe(&self) -> String {

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Outputs, StreamSchema, Transform};
+use super::{BuildContext, Checker, Operator, OperatorError, Outputs, StreamSchema, Transform};
 
 /// Runs a SELECT over its input, row by row. The query reads the input by its name.
 ///
@@ -44,6 +44,12 @@ impl Transform for Sql {
 
     fn parallelism(&self) -> Option<u32> {
         self.parallelism
+    }
+
+    fn operator(&self, _: &BuildContext, inputs: &[(&str, &StreamSchema)], _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        let (name, input) = inputs[0];
+        let program = crate::runtime::expr::Compiler::default().query(&self.query, name, &input.schema)?;
+        Ok(Box::new(super::ProgramOperator(program)))
     }
 
     fn describe(&self) -> String {

@@ -3,7 +3,20 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, Outputs, StreamSchema, Transform};
+use super::{BuildContext, Checker, Operator, OperatorError, Output, Outputs, StreamSchema, Transform};
+
+/// Passes rows of every input on under the union's schema (inputs differ at most in
+/// nullability, which the union widens).
+struct UnionOperator(arrow::datatypes::SchemaRef);
+
+impl Operator for UnionOperator {
+    fn process(&mut self, _: usize, batch: arrow::record_batch::RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
+        if batch.schema() == self.0 {
+            return out.emit(batch);
+        }
+        out.emit(arrow::record_batch::RecordBatch::try_new(self.0.clone(), batch.columns().to_vec())?)
+    }
+}
 use crate::diagnostics::Code;
 
 /// Merges several streams with the same columns.
@@ -69,6 +82,10 @@ impl Transform for Union {
 
     fn parallelism(&self) -> Option<u32> {
         self.parallelism
+    }
+
+    fn operator(&self, _: &BuildContext, _: &[(&str, &StreamSchema)], output: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(Box::new(UnionOperator(output.schema.clone())))
     }
 
     fn describe(&self) -> String {

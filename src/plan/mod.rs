@@ -185,6 +185,12 @@ fn columns(schema: &SchemaRef) -> Vec<Column> {
 
 /// Builds the physical plan of a validated spec.
 pub fn build(v: &Validated) -> PhysicalPlan {
+    build_with(v, None)
+}
+
+/// Builds the physical plan with every source forced to `source_parallelism` subtasks (tests
+/// feed given rows through one subtask, so their order is kept).
+pub fn build_with(v: &Validated, source_parallelism: Option<u32>) -> PhysicalPlan {
     let p = &v.pipeline;
     let default = p.default_parallelism();
     let backend = match p.state.as_ref().map(|s| s.backend).unwrap_or_default() {
@@ -206,7 +212,7 @@ pub fn build(v: &Validated) -> PhysicalPlan {
             role: "source",
             ty: s.name(),
             description: c.describe(),
-            parallelism: c.parallelism().unwrap_or(default),
+            parallelism: source_parallelism.or(c.parallelism()).unwrap_or(default),
             state: state(c.state()),
             task: 0,
         });

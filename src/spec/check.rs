@@ -18,6 +18,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use super::loader::SourceMap;
 use crate::diagnostics::{Code, Diagnostic, closest};
 
+/// Aggregate functions that `window_aggregate` computes.
+pub const WINDOW_AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg"];
+
 /// The schema of a stream between two operators, and which column carries event time.
 #[derive(Debug, Clone)]
 pub struct StreamSchema {
@@ -158,9 +161,25 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        if !matches!(expr, Expr::AggregateFunction(_)) {
-            self.error(Code::InvalidAggregate, pointer, format!("`{sql}` is not an aggregate function call"))
-                .help = Some("write one aggregate such as `count(*)`, `sum(amount)`, `avg(amount)`, `min(ts)`, `max(price)` or `count(DISTINCT id)`".into());
+        const HELP: &str = "write one aggregate such as `count(*)`, `sum(amount)`, `avg(amount)`, `min(ts)`, `max(price)` or `count(DISTINCT id)`";
+        let Expr::AggregateFunction(af) = &expr else {
+            self.error(Code::InvalidAggregate, pointer, format!("`{sql}` is not an aggregate function call")).help =
+                Some(HELP.into());
+            return None;
+        };
+        let name = af.func.name().to_lowercase();
+        if !WINDOW_AGGREGATES.contains(&name.as_str()) {
+            self.error(Code::InvalidAggregate, pointer, format!("`{name}` is not supported in windows"))
+                .help = Some(format!("supported: {}", WINDOW_AGGREGATES.join(", ")));
+            return None;
+        }
+        if af.params.distinct && name != "count" {
+            self.error(Code::InvalidAggregate, pointer, format!("DISTINCT is only supported with count, not {name}"));
+            return None;
+        }
+        if af.params.filter.is_some() || !af.params.order_by.is_empty() || af.params.args.len() > 1 {
+            self.error(Code::InvalidAggregate, pointer, "window aggregates take one argument, without FILTER or ORDER BY")
+                .help = Some(HELP.into());
             return None;
         }
         // Plan a one-row aggregate over an empty table to run DataFusion's type coercion.

@@ -42,6 +42,8 @@ impl Syntax {
 struct Entry {
     key: Option<Range<usize>>,
     value: Range<usize>,
+    /// Where the whole value ends (past a container's last child or closing bracket).
+    end: usize,
 }
 
 /// Maps JSON pointers to byte ranges, and byte offsets to line and column.
@@ -127,7 +129,22 @@ impl SourceMap {
     }
 
     fn insert(&mut self, pointer: String, key: Option<Range<usize>>, value: Range<usize>) {
-        self.entries.insert(pointer, Entry { key, value });
+        let end = value.end;
+        self.insert_full(pointer, key, value, end);
+    }
+
+    fn insert_full(&mut self, pointer: String, key: Option<Range<usize>>, value: Range<usize>, end: usize) {
+        self.entries.insert(pointer, Entry { key, value, end });
+    }
+
+    /// The key and the whole value of the member at `pointer`, as byte ranges.
+    pub fn member_range(&self, pointer: &str) -> Option<(Range<usize>, Range<usize>)> {
+        let e = self.entries.get(pointer)?;
+        Some((e.key.clone()?, e.value.start..e.end.max(e.value.end)))
+    }
+
+    fn end_of(&self, pointer: &str) -> usize {
+        self.entries.get(pointer).map_or(0, |e| e.end)
     }
 }
 
@@ -182,6 +199,16 @@ impl<'a> YamlLoader<'a> {
 
     fn range(&self, span: saphyr_parser::Span) -> Range<usize> {
         self.byte(span.start.index())..self.byte(span.end.index())
+    }
+
+    /// Where a container that started at `start` ends: past its closing bracket when it is
+    /// written in flow style, else where its last child ended.
+    fn container_end(&self, start: usize, end_event: saphyr_parser::Span, last_child: usize) -> usize {
+        if matches!(self.map.text.as_bytes().get(start), Some(b'{' | b'[')) {
+            self.range(end_event).end.max(last_child)
+        } else {
+            last_child
+        }
     }
 
     fn scan_error(&mut self, e: ScanError) -> Fatal {
@@ -250,6 +277,7 @@ impl<'a> YamlLoader<'a> {
             self.problems.push((Code::UnsupportedDocument, format!("nesting deeper than {MAX_DEPTH} levels"), s, None));
             return Err(Fatal);
         }
+        let mut end = start.end;
         let (value, anchor, range) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
@@ -276,10 +304,12 @@ impl<'a> YamlLoader<'a> {
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
+                        end = self.container_end(start.start, span, end);
                         break;
                     }
                     let child = push_pointer(&pointer, &items.len().to_string());
-                    items.push(self.node(ev, span, child, None, depth + 1)?);
+                    items.push(self.node(ev, span, child.clone(), None, depth + 1)?);
+                    end = end.max(self.map.end_of(&child));
                 }
                 (Value::Array(items), anchor, start.start..start.start + 1)
             }
@@ -289,7 +319,10 @@ impl<'a> YamlLoader<'a> {
                     let (ev, kspan) = self.next()?;
                     let krange = self.range(kspan);
                     let key_text = match ev {
-                        Event::MappingEnd => break,
+                        Event::MappingEnd => {
+                            end = self.container_end(start.start, kspan, end);
+                            break;
+                        }
                         Event::Scalar(text, _, _, _) => text.into_owned(),
                         other => {
                             let s = self.map.span(krange.clone());
@@ -320,7 +353,8 @@ impl<'a> YamlLoader<'a> {
                         self.node(ev, vspan, String::from("/?"), None, depth + 1)?;
                         continue;
                     }
-                    let v = self.node(ev, vspan, child, Some(krange), depth + 1)?;
+                    let v = self.node(ev, vspan, child.clone(), Some(krange), depth + 1)?;
+                    end = end.max(self.map.end_of(&child));
                     obj.insert(key_text, v);
                 }
                 (Value::Object(obj), anchor, start.start..start.start + 1)
@@ -334,7 +368,7 @@ impl<'a> YamlLoader<'a> {
         if anchor != 0 {
             self.anchors.insert(anchor, value.clone());
         }
-        self.map.insert(pointer, key, range);
+        self.map.insert_full(pointer, key, range, end);
         Ok(value)
     }
 }
@@ -555,6 +589,16 @@ mod tests {
         let s = l.map.key_span("/sources/k");
         assert_eq!((s.line, s.column), (3, 17));
         assert_eq!(&text[s.start..s.end], "k");
+    }
+
+    #[test]
+    fn member_ranges_cover_whole_values() {
+        let text = "a:\n  b:\n    - 1\n    - { x: 2 }\n  c: [1, 2]\nd: 3\n";
+        let l = load(text, Syntax::Yaml);
+        let (_, b) = l.map.member_range("/a/b").unwrap();
+        assert_eq!(&text[b], "- 1\n    - { x: 2 }");
+        let (_, c) = l.map.member_range("/a/c").unwrap();
+        assert_eq!(&text[c], "[1, 2]");
     }
 
     #[test]

@@ -37,8 +37,12 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
 
     // Every name with the pointer of the place that defines it.
     let mut defined: Vec<(String, String, Producer)> = Vec::new();
-    for name in p.sources.keys() {
-        defined.push((name.clone(), push_pointer("/sources", name), Producer::Source));
+    for (name, s) in &p.sources {
+        let ptr = push_pointer("/sources", name);
+        defined.push((name.clone(), ptr.clone(), Producer::Source));
+        if let Some(dl) = s.get().dead_letter() {
+            defined.push((dl.to_string(), format!("{ptr}/dead_letter"), Producer::SideOutput));
+        }
     }
     for (name, t) in &p.transforms {
         let ptr = push_pointer("/transforms", name);
@@ -101,7 +105,7 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
                 names.sort();
                 format!("the streams are: {}", names.join(", "))
             });
-            (format!("`{input}` is not a source, transform or late output"), help)
+            (format!("`{input}` is not a source, transform or side output"), help)
         };
         let d = cx.error(Code::UnknownInput, ptr, msg);
         d.label = Some("no such stream".into());
@@ -133,7 +137,7 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
             let what = match kind {
                 Producer::Source => "source",
                 Producer::Transform => "transform",
-                Producer::SideOutput => "late output",
+                Producer::SideOutput => "side output",
             };
             let msg = format!("{what} `{name}` is not read by any transform or sink");
             let d = if *kind == Producer::SideOutput {

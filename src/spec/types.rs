@@ -4,7 +4,7 @@
 
 use indexmap::IndexMap;
 
-use super::check::Checker;
+use super::check::{Checker, StreamSchema};
 use super::loader::push_pointer;
 use super::{Pipeline, Stream};
 use crate::diagnostics::{Code, did_you_mean};
@@ -18,6 +18,10 @@ pub fn check(p: &Pipeline, order: &[String], cx: &mut Checker) -> Option<IndexMa
         match source.get().check(cx, &push_pointer("/sources", name)) {
             Some(schema) => {
                 streams.insert(name.clone(), Stream { producer: name.clone(), schema });
+                if let Some(dl) = source.get().dead_letter() {
+                    let schema = StreamSchema { schema: crate::runtime::dead_letter_schema(), event_time: None };
+                    streams.insert(dl.to_string(), Stream { producer: name.clone(), schema });
+                }
             }
             None => complete = false,
         }

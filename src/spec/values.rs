@@ -253,6 +253,30 @@ pub struct EventTime {
 #[serde(transparent)]
 pub struct ConfigString(pub String);
 
+impl ConfigString {
+    /// The value with every reference replaced, read now from the environment or the file.
+    /// Errors name the reference, never a value.
+    pub fn resolve(&self) -> Result<String, String> {
+        let refs = find_references(&self.0).map_err(|e| e.message)?;
+        let mut out = String::new();
+        let mut last = 0;
+        for (offset, len, reference) in refs {
+            out.push_str(&self.0[last..offset]);
+            let value = match &reference {
+                Reference::Env(name) => std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?,
+                Reference::File(path) => std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read `{path}` for `{reference}`: {e}"))?
+                    .trim()
+                    .to_string(),
+            };
+            out.push_str(&value);
+            last = offset + len;
+        }
+        out.push_str(&self.0[last..]);
+        Ok(out)
+    }
+}
+
 /// One `${kind:name}` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {

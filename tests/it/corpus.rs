@@ -53,7 +53,7 @@ fn broken_specs_exit_one_with_file_line_col() {
     let out = sluice(&["validate", "tests/specs/invalid/unknown-input.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("error[E0201]: `ordres` is not a source, transform or late output"), "{text}");
+    assert!(text.contains("error[E0201]: `ordres` is not a source, transform or side output"), "{text}");
     assert!(text.contains("tests/specs/invalid/unknown-input.yaml:11:31"), "{text}");
     assert!(text.contains("did you mean `orders`?"), "{text}");
     assert!(text.contains("11 │   big: { type: filter, input: ordres, where: \"amount > 10\" }"), "{text}");
@@ -63,7 +63,7 @@ fn broken_specs_exit_one_with_file_line_col() {
 fn new_user_mistakes_say_exactly_what_to_change() {
     let cases = [
         ("unknown-transform-key.yaml", "unknown key `wher` in transform `big`", "did you mean `where`?"),
-        ("unknown-input.yaml", "`ordres` is not a source, transform or late output", "did you mean `orders`?"),
+        ("unknown-input.yaml", "`ordres` is not a source, transform or side output", "did you mean `orders`?"),
         ("unknown-column.yaml", "unknown column `amout`", "did you mean `amount`?"),
         ("unknown-connector.yaml", "unknown connector `datagne`", "did you mean `datagen`?"),
         ("bad-duration.yaml", "`5 seconds` is not a duration", "`10s`"),

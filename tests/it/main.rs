@@ -6,6 +6,7 @@ mod corpus;
 mod examples;
 mod mutation;
 mod schema;
+mod windows;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

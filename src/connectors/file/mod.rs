@@ -4,7 +4,11 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub mod sink;
+pub mod source;
+
 use super::{Checker, Sink, Source, StateKind, StreamSchema, check_event_time};
+use crate::runtime::{BuildContext, Operator, OperatorError, SourceReader};
 use crate::diagnostics::Code;
 use crate::spec::values::{ByteSize, ConfigString, Duration, EventTime, SchemaDecl, arrow_schema};
 
@@ -29,6 +33,19 @@ impl FileFormat {
             FileFormat::Parquet => "parquet",
         }
     }
+}
+
+/// What a source does with a record it cannot read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop the job, naming the file, line and record.
+    #[default]
+    Fail,
+    /// Count the record and go on.
+    Skip,
+    /// Send the raw record and the error to the `dead_letter` stream.
+    DeadLetter,
 }
 
 /// CSV options.
@@ -73,6 +90,13 @@ pub struct FileSource {
     /// Keep watching the folder for new files instead of ending after the last one.
     #[serde(default)]
     pub watch: bool,
+    /// What to do with a record that cannot be read: `fail` (default), `skip` or `dead_letter`.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// With `on_error: dead_letter`, the name of the stream of unreadable records (columns
+    /// `source`, `raw`, `error`, `location`), which a sink can consume.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
     /// Which column holds event time, and how watermarks follow it.
     #[serde(default)]
     pub event_time: Option<EventTime>,
@@ -91,6 +115,16 @@ impl Source for FileSource {
             cx.error(Code::InvalidStructure, &format!("{ptr}/schema"), "the schema declares no columns");
             return None;
         }
+        match (self.on_error, &self.dead_letter) {
+            (OnError::DeadLetter, None) => {
+                cx.error(Code::MissingField, &format!("{ptr}/on_error"), "`on_error: dead_letter` needs `dead_letter: <stream name>`")
+                    .help = Some("add `dead_letter: bad_records` and a sink reading `bad_records`".into());
+            }
+            (OnError::Fail | OnError::Skip, Some(_)) => {
+                cx.error_at_key(Code::InvalidStructure, &format!("{ptr}/dead_letter"), "`dead_letter` needs `on_error: dead_letter`");
+            }
+            _ => {}
+        }
         let schema = arrow_schema(&self.schema);
         let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref());
         Some(StreamSchema { schema, event_time })
@@ -102,6 +136,18 @@ impl Source for FileSource {
 
     fn state(&self) -> StateKind {
         StateKind::Operator("file splits and read offsets")
+    }
+
+    fn event_time(&self) -> Option<&EventTime> {
+        self.event_time.as_ref()
+    }
+
+    fn dead_letter(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError> {
+        Ok(Box::new(source::FileReader::new(self, ctx, schema)?))
     }
 
     fn describe(&self) -> String {
@@ -199,6 +245,10 @@ impl Sink for FileSink {
 
     fn state(&self) -> StateKind {
         StateKind::Operator("in-progress files (two-phase commit)")
+    }
+
+    fn writer(&self, ctx: &BuildContext, input: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(Box::new(sink::FileWriter::new(self, ctx, input)?))
     }
 
     fn describe(&self) -> String {

@@ -8,7 +8,9 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Checker, InputPartitioning, Outputs, StateKind, StreamSchema, Transform};
+pub mod operator;
+
+use super::{BuildContext, Checker, InputPartitioning, Operator, OperatorError, Outputs, StateKind, StreamSchema, Transform};
 use crate::diagnostics::{Code, did_you_mean};
 use crate::spec::loader::push_pointer;
 use crate::spec::values::{Duration, timestamp_type};
@@ -174,6 +176,16 @@ impl Transform for WindowAggregate {
 
     fn state(&self) -> StateKind {
         StateKind::Keyed("window accumulators (map) + event-time timers")
+    }
+
+    fn operator(
+        &self,
+        ctx: &BuildContext,
+        inputs: &[(&str, &StreamSchema)],
+        output: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError> {
+        let (name, input) = inputs[0];
+        Ok(Box::new(operator::WindowOperator::new(self, ctx, name, input, output)?))
     }
 
     fn describe(&self) -> String {

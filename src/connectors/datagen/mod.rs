@@ -8,7 +8,11 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub mod generator;
+pub mod nexmark;
+
 use super::{Checker, Source, StateKind, StreamSchema, check_event_time};
+use crate::runtime::{BuildContext, OperatorError, SourceReader};
 use crate::diagnostics::Code;
 use crate::spec::values::{ColumnType, EventTime, timestamp_type};
 
@@ -214,6 +218,14 @@ impl Source for DatagenSource {
 
     fn state(&self) -> StateKind {
         StateKind::Operator("generator position")
+    }
+
+    fn event_time(&self) -> Option<&EventTime> {
+        self.event_time.as_ref()
+    }
+
+    fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError> {
+        Ok(Box::new(generator::DatagenReader::new(self, ctx, schema.schema.clone())?))
     }
 
     fn describe(&self) -> String {

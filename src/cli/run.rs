@@ -1,0 +1,156 @@
+//! `sluice run` and `sluice test`: validate, then hand the spec to the engine; show progress,
+//! stop cleanly on Ctrl-C or SIGTERM, and summarise.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use sluice::diagnostics::Format;
+use sluice::runtime::controller::OperatorStats;
+use sluice::runtime::{JobOptions, run_job};
+use sluice::spec::{self, Options};
+use sluice::testing;
+
+use super::{print_report, spec_files};
+
+/// Raises the returned flag on SIGINT or SIGTERM; a second signal exits at once.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+fn progress_bar(quiet: bool) -> Option<Box<dyn FnMut(&[OperatorStats]) + Send>> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let mut styled = false;
+    Some(Box::new(move |stats: &[OperatorStats]| {
+        let sources = stats.iter().filter(|s| s.role == "source");
+        let (rows, bytes, total) = sources.fold((0, 0, 0), |a, s| (a.0 + s.rows_out, a.1 + s.bytes_read, a.2 + s.bytes_total));
+        if !styled {
+            let template = if total > 0 {
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}"
+            } else {
+                "{spinner} [{elapsed_precise}] {bytes} read, {bytes_per_sec} {msg}"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.set_length(total);
+            styled = true;
+        }
+        bar.set_position(bytes);
+        let elapsed = bar.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!("{rows} rows ({:.0} rows/s)", rows as f64 / elapsed));
+    }))
+}
+
+fn summary(err: &mut dyn Write, stats: &[OperatorStats]) -> std::io::Result<()> {
+    let width = stats.iter().map(|s| s.id.len()).max().unwrap_or(8).max(8);
+    writeln!(err, "{:width$}  {:9}  {:>12}  {:>12}  {:>8}  {:>12}", "operator", "role", "rows in", "rows out", "bad", "late dropped")?;
+    for s in stats {
+        let rows_in = if s.role == "source" { "-".to_string() } else { s.rows_in.to_string() };
+        let rows_out = if s.role == "sink" { "-".to_string() } else { s.rows_out.to_string() };
+        writeln!(
+            err,
+            "{:width$}  {:9}  {rows_in:>12}  {rows_out:>12}  {:>8}  {:>12}",
+            s.id, s.role, s.bad_records, s.late_dropped
+        )?;
+    }
+    Ok(())
+}
+
+/// `sluice run`.
+pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyhow::Result<ExitCode> {
+    let report =
+        spec::validate_file(path, &Options::default()).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let Some(validated) = &report.validated else {
+        print_report(out, &report, Format::Human)?;
+        return Ok(ExitCode::from(1));
+    };
+    let options = JobOptions { capture_sinks: dry_run, stop: stop_flag()?, on_progress: progress_bar(quiet), ..JobOptions::default() };
+    let result = run_job(validated, options);
+    let mut err = std::io::stderr().lock();
+    match result {
+        Ok(result) => {
+            if dry_run {
+                for (sink, batches) in &result.captured {
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    writeln!(out, "── sink `{sink}` would receive {rows} rows")?;
+                    if rows > 0 {
+                        writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+                    }
+                }
+            }
+            if !quiet {
+                let how = if result.stopped { "stopped" } else { "finished" };
+                writeln!(err, "\n{} {how} in {:.2}s", validated.pipeline.name, result.elapsed.as_secs_f64())?;
+                summary(&mut err, &result.stats)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `sluice test`.
+pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let files = spec_files(paths)?;
+    let (mut passed, mut failed) = (0, 0);
+    let mut results = Vec::new();
+    for file in &files {
+        let report =
+            spec::validate_file(file, &Options::default()).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let Some(validated) = &report.validated else {
+            print_report(out, &report, Format::Human)?;
+            writeln!(out, "test {} ... FAILED (the spec is invalid)", file.display())?;
+            failed += 1;
+            continue;
+        };
+        let mut outcomes = Vec::new();
+        for t in &validated.pipeline.tests {
+            let o = testing::run_test(validated, t);
+            if o.passed() || update {
+                passed += 1;
+                writeln!(out, "test {} :: {} ... ok", file.display(), o.name)?;
+            } else {
+                failed += 1;
+                writeln!(out, "test {} :: {} ... FAILED", file.display(), o.name)?;
+                for f in &o.failures {
+                    writeln!(out, "    {f}")?;
+                }
+            }
+            outcomes.push(o);
+        }
+        if update && !outcomes.is_empty() {
+            let syntax = spec::loader::Syntax::from_path(file).expect("spec files have a spec extension");
+            match testing::update_text(report.map.text(), syntax, &report.map, &validated.pipeline.tests, &outcomes) {
+                Ok(text) if text != report.map.text() => {
+                    std::fs::write(file, text)?;
+                    writeln!(out, "updated expectations in {}", file.display())?;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    writeln!(out, "cannot update {}: {e}", file.display())?;
+                    failed += 1;
+                }
+            }
+        }
+        results.push((file.display().to_string(), outcomes));
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, testing::junit(&results)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    writeln!(out, "\n{passed} passed, {failed} failed")?;
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

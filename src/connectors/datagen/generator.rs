@@ -1,0 +1,292 @@
+//! Row generation for `datagen`: every value is a pure function of (seed, column, row
+//! index), so the same seed gives the same rows whatever the parallelism, and subtask `s` of
+//! `p` simply produces rows `s, s + p, s + 2p, ...`. Rates are enforced per subtask by
+//! sleeping until each batch is due.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use super::{DatagenColumn, DatagenSource, chrono_like_rfc3339, nexmark};
+use crate::runtime::{BuildContext, OperatorError, OperatorMetrics, SourceEvent, SourceReader};
+use crate::spec::values::ColumnType;
+
+/// Default start of generated event time: 2026-01-01T00:00:00Z.
+pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
+
+/// A 64-bit mix of (seed, column, row): splitmix64 over the combined input.
+pub fn mix(seed: u64, column: u64, row: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(column.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(row.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A uniform float in [0, 1) from a mix.
+pub fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+const ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// A string of `len` alphanumerics determined by `x`.
+pub fn text(x: u64, len: usize) -> String {
+    (0..len).map(|i| ALPHANUMERIC[(mix(x, 7, i as u64) % ALPHANUMERIC.len() as u64) as usize] as char).collect()
+}
+
+/// How one column is produced.
+struct ColumnGen {
+    ty: ColumnType,
+    min: Option<f64>,
+    max: Option<f64>,
+    start_ms: i64,
+    step_ms: f64,
+    values: Option<Vec<serde_json::Value>>,
+    sequence: bool,
+    null_rate: f64,
+    length: usize,
+}
+
+/// What a datagen subtask produces.
+enum Mode {
+    Rows(Vec<ColumnGen>),
+    Nexmark(nexmark::Generator),
+}
+
+/// One datagen subtask.
+pub struct DatagenReader {
+    mode: Mode,
+    schema: SchemaRef,
+    seed: u64,
+    next: u64,
+    stride: u64,
+    count: Option<u64>,
+    rate: Option<f64>,
+    batch_size: usize,
+    started: Instant,
+    emitted: u64,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl DatagenReader {
+    /// The reader of subtask `ctx.subtask`.
+    pub fn new(cfg: &DatagenSource, ctx: &BuildContext, schema: SchemaRef) -> Result<Self, OperatorError> {
+        let p = ctx.parallelism as u64;
+        let rate = cfg.rows_per_second.map(|r| r as f64 / p as f64);
+        let mode = match (&cfg.nexmark, &cfg.schema) {
+            (Some(n), _) => Mode::Nexmark(nexmark::Generator::new(n)?),
+            (None, Some(cols)) => {
+                let step_default = cfg.rows_per_second.map_or(1.0, |r| 1000.0 / r as f64);
+                let mut gens = Vec::new();
+                for (name, col) in cols {
+                    let g = match col {
+                        DatagenColumn::Type(ty) => ColumnGen {
+                            ty: *ty,
+                            min: None,
+                            max: None,
+                            start_ms: DEFAULT_START_MS,
+                            step_ms: step_default,
+                            values: None,
+                            sequence: false,
+                            null_rate: 0.0,
+                            length: 8,
+                        },
+                        DatagenColumn::Options(o) => {
+                            let time = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).and_then(chrono_like_rfc3339);
+                            let start_ms = time(&o.min).unwrap_or(DEFAULT_START_MS);
+                            let step_ms = match (time(&o.max), cfg.count) {
+                                (Some(end), Some(count)) if count > 0 => (end - start_ms) as f64 / count as f64,
+                                _ => step_default,
+                            };
+                            if o.values.is_some() && matches!(o.ty, ColumnType::Date | ColumnType::Timestamp | ColumnType::Bytes) {
+                                return Err(OperatorError::new(format!("column `{name}`: `values` is not supported for this type")));
+                            }
+                            ColumnGen {
+                                ty: o.ty,
+                                min: o.min.as_ref().and_then(|v| v.as_f64()),
+                                max: o.max.as_ref().and_then(|v| v.as_f64()),
+                                start_ms,
+                                step_ms,
+                                values: o.values.clone(),
+                                sequence: o.sequence,
+                                null_rate: o.null_rate.unwrap_or(0.0),
+                                length: o.length.unwrap_or(8) as usize,
+                            }
+                        }
+                    };
+                    gens.push(g);
+                }
+                Mode::Rows(gens)
+            }
+            (None, None) => return Err(OperatorError::new("datagen needs `schema` or `nexmark`")),
+        };
+        let batch_size = match rate {
+            Some(r) => ((r / 10.0).ceil() as usize).clamp(1, 8192),
+            None => 8192,
+        };
+        Ok(DatagenReader {
+            mode,
+            schema,
+            seed: cfg.seed.unwrap_or(0),
+            next: ctx.subtask as u64,
+            stride: p,
+            count: cfg.count,
+            rate,
+            batch_size,
+            started: Instant::now(),
+            emitted: 0,
+            metrics: ctx.metrics.clone(),
+        })
+    }
+
+    fn rows_batch(&self, gens: &[ColumnGen], rows: &[u64]) -> Result<RecordBatch, OperatorError> {
+        let columns: Vec<ArrayRef> = gens.iter().enumerate().map(|(c, g)| column(self.seed, c as u64, g, rows)).collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+fn column(seed: u64, c: u64, g: &ColumnGen, rows: &[u64]) -> ArrayRef {
+    let null = |r: u64| g.null_rate > 0.0 && unit(mix(seed ^ 0x5eed, c, r)) < g.null_rate;
+    let pick = |r: u64| -> Option<&serde_json::Value> {
+        g.values.as_ref().map(|v| &v[(mix(seed, c, r) % v.len() as u64) as usize])
+    };
+    let int = |r: u64, lo: f64, hi: f64| -> i64 {
+        if g.sequence {
+            return g.min.unwrap_or(0.0) as i64 + r as i64;
+        }
+        if let Some(v) = pick(r) {
+            return v.as_i64().unwrap_or(0);
+        }
+        let lo = g.min.unwrap_or(lo) as i64;
+        let hi = g.max.unwrap_or(hi) as i64;
+        let span = (hi - lo).max(0) as u64 + 1;
+        lo + (mix(seed, c, r) % span) as i64
+    };
+    let float = |r: u64| -> f64 {
+        if g.sequence {
+            return g.min.unwrap_or(0.0) + r as f64;
+        }
+        if let Some(v) = pick(r) {
+            return v.as_f64().unwrap_or(0.0);
+        }
+        let lo = g.min.unwrap_or(0.0);
+        let hi = g.max.unwrap_or(1.0);
+        lo + unit(mix(seed, c, r)) * (hi - lo)
+    };
+    match g.ty {
+        ColumnType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(rows.len());
+            for &r in rows {
+                b.append_option((!null(r)).then(|| pick(r).and_then(|v| v.as_bool()).unwrap_or(mix(seed, c, r) & 1 == 1)));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Int => {
+            let mut b = Int32Builder::with_capacity(rows.len());
+            for &r in rows {
+                b.append_option((!null(r)).then(|| int(r, 0.0, 1_000_000.0) as i32));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Bigint => {
+            let mut b = Int64Builder::with_capacity(rows.len());
+            for &r in rows {
+                b.append_option((!null(r)).then(|| int(r, 0.0, 1_000_000.0)));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Float => {
+            let mut b = Float32Builder::with_capacity(rows.len());
+            for &r in rows {
+                b.append_option((!null(r)).then(|| float(r) as f32));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Double => {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            for &r in rows {
+                b.append_option((!null(r)).then(|| float(r)));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::String => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * g.length);
+            for &r in rows {
+                if null(r) {
+                    b.append_null();
+                } else if let Some(v) = pick(r) {
+                    b.append_value(v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                } else {
+                    b.append_value(text(mix(seed, c, r), g.length));
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Bytes => {
+            let mut b = BinaryBuilder::with_capacity(rows.len(), rows.len() * g.length);
+            for &r in rows {
+                if null(r) {
+                    b.append_null();
+                } else {
+                    b.append_value(text(mix(seed, c, r), g.length).as_bytes());
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Date => {
+            let mut b = Date32Builder::with_capacity(rows.len());
+            for &r in rows {
+                let ms = g.start_ms + (r as f64 * g.step_ms) as i64;
+                b.append_option((!null(r)).then(|| (ms.div_euclid(86_400_000)) as i32));
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Timestamp => {
+            let mut b = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+            for &r in rows {
+                b.append_option((!null(r)).then(|| g.start_ms + (r as f64 * g.step_ms) as i64));
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+impl SourceReader for DatagenReader {
+    fn next(&mut self) -> Result<SourceEvent, OperatorError> {
+        let remaining = match self.count {
+            Some(c) if self.next >= c => return Ok(SourceEvent::End),
+            Some(c) => ((c - self.next).div_ceil(self.stride)) as usize,
+            None => usize::MAX,
+        };
+        let n = self.batch_size.min(remaining);
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.emitted as f64 / rate);
+            let elapsed = self.started.elapsed();
+            if due > elapsed {
+                // Wait in short steps so a stop request is seen promptly.
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+                if due > self.started.elapsed() {
+                    return Ok(SourceEvent::Pending);
+                }
+            }
+        }
+        let rows: Vec<u64> = (0..n as u64).map(|i| self.next + i * self.stride).collect();
+        self.next += n as u64 * self.stride;
+        self.emitted += n as u64;
+        let batch = match &self.mode {
+            Mode::Rows(gens) => self.rows_batch(gens, &rows)?,
+            Mode::Nexmark(g) => g.batch(&self.schema, self.seed, &rows)?,
+        };
+        OperatorMetrics::add(&self.metrics.bytes_read, batch.get_array_memory_size() as u64);
+        Ok(SourceEvent::Batch(batch))
+    }
+}

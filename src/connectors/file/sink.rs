@@ -1,0 +1,216 @@
+//! Writing files: each subtask writes its own part files into the folder (or into event-time
+//! buckets under it), rolling to a new file by size and by time. A file is written under a
+//! hidden `.inprogress` name and renamed to its final name only when complete, so readers of
+//! the folder never see half a file. (Committing with checkpoints comes with them.)
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use super::{FileFormat, FileSink};
+use crate::runtime::{BuildContext, Operator, OperatorError, Output};
+use crate::spec::check::StreamSchema;
+
+/// Counts bytes written through it.
+struct Counting<W> {
+    inner: W,
+    count: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Writer {
+    Csv(arrow::csv::Writer<Counting<BufWriter<File>>>),
+    Json(arrow::json::LineDelimitedWriter<Counting<BufWriter<File>>>),
+    Parquet(ArrowWriter<File>),
+}
+
+struct OpenFile {
+    writer: Writer,
+    tmp: PathBuf,
+    path: PathBuf,
+    opened: Instant,
+    bytes: Arc<AtomicU64>,
+}
+
+impl OpenFile {
+    fn size(&self) -> u64 {
+        match &self.writer {
+            Writer::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+            _ => self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), OperatorError> {
+        match &mut self.writer {
+            Writer::Csv(w) => w.write(batch)?,
+            Writer::Json(w) => w.write(batch)?,
+            Writer::Parquet(w) => w.write(batch).map_err(|e| OperatorError::new(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    fn close(self) -> Result<(), OperatorError> {
+        match self.writer {
+            Writer::Csv(w) => w.into_inner().flush()?,
+            Writer::Json(mut w) => {
+                w.finish()?;
+                w.into_inner().flush()?;
+            }
+            Writer::Parquet(w) => {
+                w.close().map_err(|e| OperatorError::new(e.to_string()))?;
+            }
+        }
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| OperatorError::new(format!("cannot finish `{}`: {e}", self.path.display())))
+    }
+}
+
+/// One file-sink subtask.
+pub struct FileWriter {
+    dir: PathBuf,
+    format: FileFormat,
+    bucket: Option<String>,
+    event_time: Option<usize>,
+    max_size: Option<u64>,
+    interval: Option<Duration>,
+    schema: SchemaRef,
+    prefix: String,
+    seq: u64,
+    open: HashMap<String, OpenFile>,
+}
+
+impl FileWriter {
+    /// The writer of subtask `ctx.subtask`.
+    pub fn new(cfg: &FileSink, ctx: &BuildContext, input: &StreamSchema) -> Result<Self, OperatorError> {
+        let dir = cfg.path.resolve().map_err(OperatorError::new)?;
+        if dir.starts_with("s3://") {
+            return Err(OperatorError::new(format!(
+                "sink `{}`: writing to s3:// is not supported by `sluice run` yet; use a local path",
+                ctx.operator
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| OperatorError::new(format!("cannot create folder `{dir}`: {e}")))?;
+        let run = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
+        Ok(FileWriter {
+            dir: PathBuf::from(dir),
+            format: cfg.format,
+            bucket: cfg.bucket.clone(),
+            event_time: input.event_time.as_ref().and_then(|c| input.schema.index_of(c).ok()),
+            max_size: cfg.rolling.as_ref().and_then(|r| r.max_size).map(|s| s.0),
+            interval: cfg.rolling.as_ref().and_then(|r| r.interval).map(|d| d.0),
+            schema: input.schema.clone(),
+            prefix: format!("part-{run}-{}", ctx.subtask),
+            seq: 0,
+            open: HashMap::new(),
+        })
+    }
+
+    fn file_for(&mut self, bucket: &str) -> Result<&mut OpenFile, OperatorError> {
+        if !self.open.contains_key(bucket) {
+            let dir = if bucket.is_empty() { self.dir.clone() } else { self.dir.join(bucket) };
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", dir.display())))?;
+            let ext = self.format.name();
+            let name = format!("{}-{:05}.{ext}", self.prefix, self.seq);
+            self.seq += 1;
+            let path = dir.join(&name);
+            let tmp = dir.join(format!(".{name}.inprogress"));
+            let file = File::create(&tmp).map_err(|e| OperatorError::new(format!("cannot create `{}`: {e}", tmp.display())))?;
+            let bytes = Arc::new(AtomicU64::new(0));
+            let counting = |file| Counting { inner: BufWriter::with_capacity(1 << 20, file), count: bytes.clone() };
+            let writer = match self.format {
+                FileFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(counting(file))),
+                FileFormat::Jsonl => Writer::Json(arrow::json::LineDelimitedWriter::new(counting(file))),
+                FileFormat::Parquet => Writer::Parquet(
+                    ArrowWriter::try_new(file, self.schema.clone(), None).map_err(|e| OperatorError::new(e.to_string()))?,
+                ),
+            };
+            self.open.insert(bucket.to_string(), OpenFile { writer, tmp, path, opened: Instant::now(), bytes });
+        }
+        Ok(self.open.get_mut(bucket).expect("just opened"))
+    }
+
+    /// Closes files that reached their size or age.
+    fn roll(&mut self, force: bool) -> Result<(), OperatorError> {
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, f)| {
+                force
+                    || self.max_size.is_some_and(|m| f.size() >= m)
+                    || self.interval.is_some_and(|i| f.opened.elapsed() >= i)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(f) = self.open.remove(&k) {
+                f.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of `batch` per bucket folder.
+    fn buckets(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, OperatorError> {
+        let (Some(pattern), Some(col)) = (&self.bucket, self.event_time) else {
+            return Ok(vec![(String::new(), batch.clone())]);
+        };
+        let ts = cast(batch.column(col), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let ts = ts.as_any().downcast_ref::<TimestampMillisecondArray>().expect("cast to ms");
+        let mut rows: Vec<(String, Vec<u32>)> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let name = if ts.is_null(i) {
+                "unknown".to_string()
+            } else {
+                chrono::DateTime::from_timestamp_millis(ts.value(i))
+                    .map_or_else(|| "unknown".into(), |t| t.format(pattern).to_string())
+            };
+            match rows.iter_mut().find(|(b, _)| *b == name) {
+                Some((_, v)) => v.push(i as u32),
+                None => rows.push((name, vec![i as u32])),
+            }
+        }
+        if rows.len() == 1 {
+            return Ok(vec![(rows.remove(0).0, batch.clone())]);
+        }
+        rows.into_iter().map(|(b, idx)| Ok((b, take_record_batch(batch, &UInt32Array::from(idx))?))).collect()
+    }
+}
+
+impl Operator for FileWriter {
+    fn process(&mut self, _: usize, batch: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+        for (bucket, part) in self.buckets(&batch)? {
+            self.file_for(&bucket)?.write(&part)?;
+        }
+        self.roll(false)
+    }
+
+    fn on_watermark(&mut self, _: i64, _: &mut dyn Output) -> Result<(), OperatorError> {
+        self.roll(false)
+    }
+
+    fn on_end(&mut self, _: &mut dyn Output) -> Result<(), OperatorError> {
+        self.roll(true)
+    }
+}

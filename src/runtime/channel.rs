@@ -1,0 +1,145 @@
+//! The inbound queue of a subtask: many producers, one consumer, bounded in bytes.
+//!
+//! Capacity is backpressure: a producer whose message does not fit waits until the consumer
+//! has taken enough, so a slow sink slows every operator before it down to the sources, and
+//! memory between two subtasks never exceeds the capacity (plus one message, so that a batch
+//! larger than the capacity still passes when the queue is empty). Messages from one producer
+//! stay in order. Closing the queue (on failure or cancel) wakes everyone.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::Message;
+
+/// Index of the producer channel a message came through, as the consumer numbers them.
+pub type ChannelId = usize;
+
+struct Inner {
+    queue: VecDeque<(ChannelId, Message, usize)>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// A byte-bounded multi-producer queue.
+pub struct Queue {
+    inner: Mutex<Inner>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    capacity: usize,
+}
+
+/// Returned when the queue was closed because the job is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl Queue {
+    /// A queue holding at most about `capacity` bytes.
+    pub fn new(capacity: usize) -> Arc<Queue> {
+        Arc::new(Queue {
+            inner: Mutex::new(Inner { queue: VecDeque::new(), bytes: 0, closed: false }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Sends `message` from producer channel `from`, waiting while the queue is full.
+    pub fn send(&self, from: ChannelId, message: Message) -> Result<(), Closed> {
+        let size = message.size();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while !inner.closed && inner.bytes > 0 && inner.bytes + size > self.capacity {
+            inner = self.not_full.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
+        if inner.closed {
+            return Err(Closed);
+        }
+        inner.bytes += size;
+        inner.queue.push_back((from, message, size));
+        drop(inner);
+        self.not_empty.notify_one();
+        Ok(())
+    }
+
+    /// Takes the next message, waiting while the queue is empty.
+    pub fn recv(&self) -> Result<(ChannelId, Message), Closed> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if inner.closed {
+                return Err(Closed);
+            }
+            if let Some((from, message, size)) = inner.queue.pop_front() {
+                inner.bytes -= size;
+                drop(inner);
+                self.not_full.notify_all();
+                return Ok((from, message));
+            }
+            inner = self.not_empty.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Closes the queue: pending and future sends and receives fail.
+    pub fn close(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.closed = true;
+        inner.queue.clear();
+        inner.bytes = 0;
+        drop(inner);
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::record_batch::RecordBatch;
+    use std::time::Duration;
+
+    fn batch(n: i64) -> Message {
+        let a = Int64Array::from_iter_values(0..n);
+        Message::Batch(RecordBatch::try_from_iter([("x", Arc::new(a) as _)]).unwrap())
+    }
+
+    #[test]
+    fn full_queue_blocks_the_producer_until_the_consumer_takes() {
+        let q = Queue::new(10_000);
+        q.send(0, batch(1000)).unwrap(); // 8000 bytes
+        let q2 = q.clone();
+        let producer = std::thread::spawn(move || q2.send(0, batch(1000)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!producer.is_finished(), "second batch must wait for room");
+        assert!(q.queued_bytes() <= 10_000);
+        q.recv().unwrap();
+        producer.join().unwrap().unwrap();
+        assert!(matches!(q.recv().unwrap().1, Message::Batch(_)));
+    }
+
+    #[test]
+    fn close_wakes_blocked_senders_and_receivers() {
+        let q = Queue::new(1);
+        q.send(0, batch(10)).unwrap();
+        let q2 = q.clone();
+        let producer = std::thread::spawn(move || q2.send(0, batch(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        assert_eq!(producer.join().unwrap(), Err(Closed));
+        assert_eq!(q.recv().map(|_| ()), Err(Closed));
+    }
+
+    #[test]
+    fn order_per_producer_is_kept() {
+        let q = Queue::new(1 << 20);
+        for i in 0..5 {
+            q.send(1, Message::Watermark(i)).unwrap();
+        }
+        for i in 0..5 {
+            assert!(matches!(q.recv().unwrap(), (1, Message::Watermark(w)) if w == i));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! SQL compiled once, evaluated per batch: expressions become DataFusion physical
+//! expressions, and a stateless SELECT becomes a list of filter and projection steps.
+//! Nothing here interprets rows one by one.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::OperatorError;
+
+/// Compiles SQL for the runtime, with the same settings as validation.
+pub struct Compiler {
+    ctx: SessionContext,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        let mut config = SessionConfig::new();
+        config.options_mut().sql_parser.enable_ident_normalization = false;
+        Compiler { ctx: SessionContext::new_with_config(config) }
+    }
+}
+
+/// One step of a compiled stateless query.
+enum Step {
+    Filter(Arc<dyn PhysicalExpr>),
+    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+}
+
+/// A stateless SELECT, ready to run on batches of its input.
+pub struct Program {
+    steps: Vec<Step>,
+}
+
+impl Compiler {
+    /// Parses a SQL expression against `schema`.
+    pub fn parse(&self, sql: &str, schema: &DFSchema) -> Result<Expr, OperatorError> {
+        Ok(self.ctx.parse_sql_expr(sql, schema)?)
+    }
+
+    /// Compiles a planned expression.
+    pub fn physical(&self, expr: Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, OperatorError> {
+        Ok(self.ctx.create_physical_expr(expr, schema)?)
+    }
+
+    /// Compiles one expression over rows of `schema` (columns may be qualified by `input`).
+    pub fn expr(&self, sql: &str, input: &str, schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>, OperatorError> {
+        let df = DFSchema::try_from_qualified_schema(input, schema)?;
+        let expr = self.ctx.parse_sql_expr(sql, &df)?;
+        Ok(self.ctx.create_physical_expr(expr, &df)?)
+    }
+
+    /// A program keeping rows where `condition` is true.
+    pub fn filter(&self, condition: &str, input: &str, schema: &SchemaRef) -> Result<Program, OperatorError> {
+        Ok(Program { steps: vec![Step::Filter(self.expr(condition, input, schema)?)] })
+    }
+
+    /// A program computing `columns` (name, expression) into rows of `output`.
+    pub fn select(
+        &self,
+        columns: &[(String, String)],
+        input: &str,
+        schema: &SchemaRef,
+        output: SchemaRef,
+    ) -> Result<Program, OperatorError> {
+        let exprs = columns.iter().map(|(_, sql)| self.expr(sql, input, schema)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Program { steps: vec![Step::Project(exprs, output)] })
+    }
+
+    /// Compiles a stateless SELECT reading the stream `input` of `schema`.
+    pub fn query(&self, sql: &str, input: &str, schema: &SchemaRef) -> Result<Program, OperatorError> {
+        let table = Arc::new(datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])?);
+        self.ctx.register_table(input, table)?;
+        let state = self.ctx.state();
+        let plan = futures::executor::block_on(state.create_logical_plan(sql))?;
+        let plan = state.optimize(&plan)?;
+        let mut steps = Vec::new();
+        self.steps(&plan, &mut steps)?;
+        Ok(Program { steps })
+    }
+
+    fn compile_all(&self, exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>, OperatorError> {
+        exprs.iter().map(|e| Ok(self.ctx.create_physical_expr(e.clone(), schema)?)).collect()
+    }
+
+    fn steps(&self, plan: &LogicalPlan, steps: &mut Vec<Step>) -> Result<(), OperatorError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?;
+                if let Some(pred) = scan.filters.iter().cloned().reduce(|a, b| a.and(b)) {
+                    steps.push(Step::Filter(self.ctx.create_physical_expr(pred, &source_schema)?));
+                }
+                if let Some(projection) = &scan.projection {
+                    let exprs: Vec<Expr> = projection
+                        .iter()
+                        .map(|&i| {
+                            let (q, f) = source_schema.qualified_field(i);
+                            Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
+                        })
+                        .collect();
+                    let compiled = self.compile_all(&exprs, &source_schema)?;
+                    steps.push(Step::Project(compiled, Arc::new(scan.projected_schema.as_arrow().clone())));
+                }
+                Ok(())
+            }
+            LogicalPlan::Filter(f) => {
+                self.steps(&f.input, steps)?;
+                steps.push(Step::Filter(self.ctx.create_physical_expr(f.predicate.clone(), f.input.schema())?));
+                Ok(())
+            }
+            LogicalPlan::Projection(p) => {
+                self.steps(&p.input, steps)?;
+                let compiled = self.compile_all(&p.expr, p.input.schema())?;
+                steps.push(Step::Project(compiled, Arc::new(p.schema.as_arrow().clone())));
+                Ok(())
+            }
+            LogicalPlan::SubqueryAlias(a) => self.steps(&a.input, steps),
+            other => Err(OperatorError::new(format!("a sql transform cannot run `{}`", other.display()))),
+        }
+    }
+}
+
+impl Program {
+    /// Runs the program on one batch.
+    pub fn run(&self, mut batch: RecordBatch) -> Result<RecordBatch, OperatorError> {
+        for step in &self.steps {
+            batch = match step {
+                Step::Filter(pred) => {
+                    let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| OperatorError::new("filter condition is not boolean"))?;
+                    if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
+                        batch
+                    } else {
+                        filter_record_batch(&batch, mask)?
+                    }
+                }
+                Step::Project(exprs, schema) => {
+                    let n = batch.num_rows();
+                    let columns = exprs
+                        .iter()
+                        .map(|e| Ok(e.evaluate(&batch)?.into_array(n)?))
+                        .collect::<Result<Vec<_>, OperatorError>>()?;
+                    let options = RecordBatchOptions::new().with_row_count(Some(n));
+                    RecordBatch::try_new_with_options(schema.clone(), columns, &options)?
+                }
+            };
+        }
+        Ok(batch)
+    }
+}

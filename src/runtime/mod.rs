@@ -1,0 +1,206 @@
+//! The engine on one machine: subtasks, their channels, watermarks and the controller.
+//!
+//! The physical plan is what runs. Each task (a chain of operators joined by forward edges)
+//! runs as `parallelism` subtasks, each on its own thread; rows travel as Arrow record
+//! batches. A subtask reads one inbound [`channel::Queue`] fed by every upstream subtask;
+//! watermarks, idleness and end-of-stream travel in band, in order with the data. A subtask's
+//! watermark is the minimum over its active input channels; idle channels do not hold it
+//! back, ended channels drop out. The [`controller`] builds the subtasks, watches them
+//! through [`controller::TaskEvent`]s (plain messages that can later cross a process
+//! boundary) and ends the run.
+
+pub mod channel;
+pub mod controller;
+pub mod expr;
+pub mod partition;
+pub mod task;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::record_batch::RecordBatch;
+
+pub use controller::{JobOptions, JobResult, run_job};
+
+/// The watermark that ends event time: every window fires.
+pub const MAX_WATERMARK: i64 = i64::MAX;
+
+/// What travels between subtasks.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Rows.
+    Batch(RecordBatch),
+    /// No row with event time at or before this (ms since the epoch) will follow.
+    Watermark(i64),
+    /// The producer has no data for now; do not wait for its watermark.
+    Idle,
+    /// The producer is done.
+    End,
+}
+
+impl Message {
+    /// Approximate bytes the message holds, for channel capacity.
+    pub fn size(&self) -> usize {
+        match self {
+            Message::Batch(b) => b.get_array_memory_size().max(64),
+            _ => 16,
+        }
+    }
+}
+
+/// An error inside an operator, with the record at fault when there is one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}{}", record.as_ref().map(|r| format!(" (record: {r})")).unwrap_or_default())]
+pub struct OperatorError {
+    /// What went wrong.
+    pub message: String,
+    /// The offending record, shortened, when known.
+    pub record: Option<String>,
+    /// The operator it happened in, once known.
+    pub operator: Option<String>,
+}
+
+impl OperatorError {
+    /// An error without a record.
+    pub fn new(message: impl Into<String>) -> Self {
+        OperatorError { message: message.into(), record: None, operator: None }
+    }
+
+    /// An error about one record.
+    pub fn with_record(message: impl Into<String>, record: impl Into<String>) -> Self {
+        let mut record: String = record.into();
+        if record.len() > 300 {
+            let mut cut = 300;
+            while !record.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            record.truncate(cut);
+            record.push('…');
+        }
+        OperatorError { message: message.into(), record: Some(record), operator: None }
+    }
+}
+
+impl From<arrow::error::ArrowError> for OperatorError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        OperatorError::new(e.to_string())
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for OperatorError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        OperatorError::new(crate::spec::check::clean(&e))
+    }
+}
+
+impl From<std::io::Error> for OperatorError {
+    fn from(e: std::io::Error) -> Self {
+        OperatorError::new(e.to_string())
+    }
+}
+
+/// Where an operator sends what it produces.
+pub trait Output {
+    /// Sends rows to the main output.
+    fn emit(&mut self, batch: RecordBatch) -> Result<(), OperatorError>;
+    /// Sends rows to side output `index` (1-based; 0 is the main output).
+    fn emit_side(&mut self, index: usize, batch: RecordBatch) -> Result<(), OperatorError>;
+}
+
+/// An operator running inside a subtask. Only `process` is required.
+pub trait Operator: Send {
+    /// Handles rows arriving on input `input` (0 unless the operator has several inputs).
+    fn process(&mut self, input: usize, batch: RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError>;
+
+    /// Called when the subtask's watermark advances, before it is passed downstream.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut dyn Output) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Called once when every input has ended, before end-of-stream is passed downstream.
+    fn on_end(&mut self, _out: &mut dyn Output) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// What a source subtask's reader produces next.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Rows.
+    Batch(RecordBatch),
+    /// Records that could not be read, as dead-letter rows (see [`dead_letter_schema`]).
+    DeadLetters(RecordBatch),
+    /// An explicit watermark (test sources).
+    Watermark(i64),
+    /// Nothing right now; ask again (the reader has waited a little).
+    Pending,
+    /// The input is exhausted.
+    End,
+}
+
+/// Reads one source subtask's share of the input.
+pub trait SourceReader: Send {
+    /// The next event.
+    fn next(&mut self) -> Result<SourceEvent, OperatorError>;
+    /// Whether the reader emits its own watermarks ([`SourceEvent::Watermark`]) instead of
+    /// having them generated from the event-time column.
+    fn explicit_watermarks(&self) -> bool {
+        false
+    }
+}
+
+/// Counters of one operator across its subtasks, read live by the controller.
+#[derive(Debug, Default)]
+pub struct OperatorMetrics {
+    /// Rows received.
+    pub rows_in: AtomicU64,
+    /// Rows sent on (all outputs).
+    pub rows_out: AtomicU64,
+    /// Bytes read from outside (sources).
+    pub bytes_read: AtomicU64,
+    /// Bytes the source will read in all, when known.
+    pub bytes_total: AtomicU64,
+    /// Records that could not be read (skipped or dead-lettered).
+    pub bad_records: AtomicU64,
+    /// Rows too late for their window and not sent to a late output.
+    pub late_dropped: AtomicU64,
+}
+
+impl OperatorMetrics {
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a component needs to build its runtime part for one subtask.
+pub struct BuildContext {
+    /// The operator's id (spec name).
+    pub operator: String,
+    /// This subtask's index.
+    pub subtask: usize,
+    /// Subtasks of this operator.
+    pub parallelism: usize,
+    /// Key groups of the job.
+    pub max_parallelism: u32,
+    /// The operator's counters.
+    pub metrics: Arc<OperatorMetrics>,
+    /// Set when the job should stop reading input.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The schema of dead-letter streams: which source, the raw record, why, and where.
+pub fn dead_letter_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, false),
+    ]))
+}

@@ -1,0 +1,361 @@
+//! `sluice test`: runs a spec's `tests:` — given rows and watermarks per source, expected rows
+//! per sink — through the real engine, with sources replaced by the given rows and sinks by
+//! captures, and compares.
+//!
+//! Comparison is by value: numbers numerically, timestamps as instants (any RFC 3339 form),
+//! and an expected row may leave out columns it does not care about. Rows are compared as a
+//! multiset unless the test says `ordered: true`. `--update` rewrites the expectations in the
+//! spec file from what the pipeline produced, keeping the rest of the file as written.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::connectors::datagen::chrono_like_rfc3339;
+use crate::runtime::controller::TestInput;
+use crate::runtime::{JobOptions, run_job};
+use crate::spec::loader::{SourceMap, Syntax, push_pointer};
+use crate::spec::{TestCase, Validated};
+
+/// A row as compared: column → JSON value.
+pub type Row = Map<String, Value>;
+
+/// The outcome of one test.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The test's name.
+    pub name: String,
+    /// What did not match (empty when passed).
+    pub failures: Vec<String>,
+    /// Rows each sink received.
+    pub actual: IndexMap<String, Vec<Row>>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl Outcome {
+    /// Whether the test passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Formats ms since the epoch as RFC 3339 in UTC (`2026-01-01T00:00:00Z`, with `.mmm` when
+/// there are milliseconds).
+pub fn format_ms(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) if ms % 1000 == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// Rows of a batch as JSON objects, timestamps in RFC 3339.
+pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
+    let schema = batch.schema();
+    let mut rows = vec![Map::new(); batch.num_rows()];
+    for (c, field) in schema.fields().iter().enumerate() {
+        let col = batch.column(c);
+        let ms = match col.data_type() {
+            DataType::Timestamp(_, _) => arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok(),
+            _ => None,
+        };
+        let formatter =
+            arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &arrow::util::display::FormatOptions::default()).ok();
+        for (r, row) in rows.iter_mut().enumerate() {
+            let v = if col.is_null(r) {
+                Value::Null
+            } else if let Some(ms) = &ms {
+                Value::String(format_ms(ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(r)))
+            } else {
+                match col.data_type() {
+                    DataType::Boolean => Value::Bool(col.as_boolean().value(r)),
+                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                        let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Int64).ok();
+                        v.map_or(Value::Null, |a| Value::from(a.as_primitive::<arrow::datatypes::Int64Type>().value(0)))
+                    }
+                    DataType::Float32 | DataType::Float64 => {
+                        let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok();
+                        v.and_then(|a| serde_json::Number::from_f64(a.as_primitive::<arrow::datatypes::Float64Type>().value(0)))
+                            .map_or(Value::Null, Value::Number)
+                    }
+                    _ => formatter.as_ref().map_or(Value::Null, |f| Value::String(f.value(r).to_string())),
+                }
+            };
+            row.insert(field.name().clone(), v);
+        }
+    }
+    rows
+}
+
+/// Whether `actual` has `expected`'s value for every column `expected` names.
+fn matches(expected: &Row, actual: &Row) -> bool {
+    expected.iter().all(|(k, e)| actual.get(k).is_some_and(|a| same(e, a)))
+}
+
+fn same(e: &Value, a: &Value) -> bool {
+    match (e, a) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::String(x), Value::String(y)) => {
+            x == y || matches!((chrono_like_rfc3339(x), chrono_like_rfc3339(y)), (Some(p), Some(q)) if p == q)
+        }
+        _ => e == a,
+    }
+}
+
+/// Compares rows of one sink; returns what is missing and what is unexpected.
+pub fn compare(expected: &[Row], actual: &[Row], ordered: bool) -> Vec<String> {
+    let show = |r: &Row| serde_json::to_string(r).unwrap_or_default();
+    let mut out = Vec::new();
+    if ordered {
+        for i in 0..expected.len().max(actual.len()) {
+            match (expected.get(i), actual.get(i)) {
+                (Some(e), Some(a)) if matches(e, a) => {}
+                (Some(e), Some(a)) => out.push(format!("row {}: expected {} but got {}", i + 1, show(e), show(a))),
+                (Some(e), None) => out.push(format!("row {}: expected {} but there is none", i + 1, show(e))),
+                (None, Some(a)) => out.push(format!("row {}: unexpected {}", i + 1, show(a))),
+                (None, None) => {}
+            }
+        }
+        return out;
+    }
+    let mut used = vec![false; actual.len()];
+    for e in expected {
+        match (0..actual.len()).find(|&i| !used[i] && matches(e, &actual[i])) {
+            Some(i) => used[i] = true,
+            None => out.push(format!("- missing    {}", show(e))),
+        }
+    }
+    for (i, a) in actual.iter().enumerate() {
+        if !used[i] {
+            out.push(format!("+ unexpected {}", show(a)));
+        }
+    }
+    out
+}
+
+/// The given rows of a test as engine inputs, batched between watermarks.
+fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInput>>, String> {
+    let mut out = HashMap::new();
+    for (source, rows) in &test.given {
+        let schema = v.streams.get(source).ok_or_else(|| format!("`{source}` is not a source"))?.schema.schema.clone();
+        let mut events = Vec::new();
+        let mut pending: Vec<&Row> = Vec::new();
+        let flush = |pending: &mut Vec<&Row>, events: &mut Vec<TestInput>| -> Result<(), String> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let mut d = arrow::json::ReaderBuilder::new(schema.clone())
+                .with_batch_size(pending.len() + 1)
+                .build_decoder()
+                .map_err(|e| e.to_string())?;
+            let text: String = pending.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+            d.decode(text.as_bytes()).map_err(|e| format!("a row given to `{source}` does not fit its schema: {e}"))?;
+            if let Some(b) = d.flush().map_err(|e| format!("a row given to `{source}` does not fit its schema: {e}"))? {
+                events.push(TestInput::Rows(b));
+            }
+            pending.clear();
+            Ok(())
+        };
+        for row in rows {
+            if row.len() == 1
+                && let Some(w) = row.get("watermark")
+            {
+                flush(&mut pending, &mut events)?;
+                let ms = w
+                    .as_str()
+                    .and_then(chrono_like_rfc3339)
+                    .ok_or_else(|| format!("watermark `{w}` is not an RFC 3339 time"))?;
+                events.push(TestInput::Watermark(ms));
+            } else {
+                pending.push(row);
+            }
+        }
+        flush(&mut pending, &mut events)?;
+        out.insert(source.clone(), events);
+    }
+    Ok(out)
+}
+
+/// Runs one test.
+pub fn run_test(v: &Validated, test: &TestCase) -> Outcome {
+    let started = std::time::Instant::now();
+    let mut outcome =
+        Outcome { name: test.name.clone(), failures: Vec::new(), actual: IndexMap::new(), seconds: 0.0 };
+    let inputs = match inputs(v, test) {
+        Ok(i) => i,
+        Err(e) => {
+            outcome.failures.push(e);
+            return outcome;
+        }
+    };
+    let options = JobOptions { capture_sinks: true, test_inputs: Some(inputs), ..JobOptions::default() };
+    match run_job(v, options) {
+        Ok(result) => {
+            for (sink, batches) in result.captured {
+                outcome.actual.insert(sink, batches.iter().flat_map(rows_of).collect());
+            }
+            for (sink, expected) in &test.expect {
+                let actual = outcome.actual.get(sink).map(Vec::as_slice).unwrap_or_default();
+                for line in compare(expected, actual, test.ordered) {
+                    outcome.failures.push(format!("sink `{sink}`: {line}"));
+                }
+            }
+        }
+        Err(e) => outcome.failures.push(format!("the pipeline failed: {e}")),
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome
+}
+
+/// Renders a value as YAML flow text.
+fn yaml_value(v: &Value) -> String {
+    match v {
+        Value::Object(o) => {
+            let parts: Vec<String> = o.iter().map(|(k, v)| format!("{}: {}", yaml_key(k), yaml_value(v))).collect();
+            format!("{{ {} }}", parts.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(yaml_value).collect::<Vec<_>>().join(", ")),
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+fn yaml_key(k: &str) -> String {
+    let plain = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain { k.to_string() } else { serde_json::to_string(k).unwrap_or_default() }
+}
+
+fn toml_value(v: &Value) -> toml_edit::Value {
+    match v {
+        Value::Null => toml_edit::Value::from(""),
+        Value::Bool(b) => toml_edit::Value::from(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml_edit::Value::from(i),
+            None => toml_edit::Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => toml_edit::Value::from(s.as_str()),
+        Value::Array(a) => toml_edit::Value::Array(a.iter().map(toml_value).collect()),
+        Value::Object(o) => {
+            let mut t = toml_edit::InlineTable::new();
+            for (k, v) in o {
+                t.insert(k, toml_value(v));
+            }
+            toml_edit::Value::InlineTable(t)
+        }
+    }
+}
+
+/// The expectations `--update` writes for a test: the sinks it already names (all sinks with
+/// rows when it names none), with the rows they received.
+fn new_expectations(test: &TestCase, outcome: &Outcome) -> IndexMap<String, Vec<Row>> {
+    let names: Vec<&String> = if test.expect.is_empty() {
+        outcome.actual.iter().filter(|(_, r)| !r.is_empty()).map(|(k, _)| k).collect()
+    } else {
+        test.expect.keys().collect()
+    };
+    names.into_iter().map(|n| (n.clone(), outcome.actual.get(n).cloned().unwrap_or_default())).collect()
+}
+
+/// Rewrites the expectations of every test in the spec text. Tests without an `expect:` key
+/// in YAML are left alone (and reported).
+pub fn update_text(
+    text: &str,
+    syntax: Syntax,
+    map: &SourceMap,
+    tests: &[TestCase],
+    outcomes: &[Outcome],
+) -> Result<String, String> {
+    match syntax {
+        Syntax::Toml => {
+            let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
+            let Some(array) = doc.get_mut("tests").and_then(|t| t.as_array_of_tables_mut()) else {
+                return Err("the spec's tests are not a [[tests]] array".into());
+            };
+            for (i, (test, outcome)) in tests.iter().zip(outcomes).enumerate() {
+                let Some(table) = array.get_mut(i) else { continue };
+                let mut expect = toml_edit::Table::new();
+                for (sink, rows) in new_expectations(test, outcome) {
+                    let arr: toml_edit::Array =
+                        rows.iter().map(|r| toml_value(&Value::Object(r.clone()))).collect();
+                    expect.insert(&sink, toml_edit::Item::Value(toml_edit::Value::Array(arr)));
+                }
+                table.insert("expect", toml_edit::Item::Table(expect));
+            }
+            Ok(doc.to_string())
+        }
+        Syntax::Yaml => {
+            // Replace each `expect:` value, last first so earlier offsets stay valid.
+            let mut edits = Vec::new();
+            for (i, (test, outcome)) in tests.iter().zip(outcomes).enumerate() {
+                let ptr = push_pointer(&format!("/tests/{i}"), "expect");
+                let Some((key, value)) = map.member_range(&ptr) else {
+                    return Err(format!("test `{}` has no `expect:` to update; add `expect: {{}}`", test.name));
+                };
+                let indent = map.span(key.clone()).column - 1;
+                let pad = " ".repeat(indent + 2);
+                let mut block = String::from(":\n");
+                for (sink, rows) in new_expectations(test, outcome) {
+                    block.push_str(&format!("{pad}{}:", yaml_key(&sink)));
+                    if rows.is_empty() {
+                        block.push_str(" []\n");
+                        continue;
+                    }
+                    block.push('\n');
+                    for r in rows {
+                        block.push_str(&format!("{pad}  - {}\n", yaml_value(&Value::Object(r))));
+                    }
+                }
+                if block == ":\n" {
+                    block = ": {}\n".into();
+                }
+                edits.push((key.end, value.end, block));
+            }
+            let mut out = text.to_string();
+            for (start, end, block) in edits.into_iter().rev() {
+                // Keep what follows the value on its last line (a newline or a comment).
+                let end = out[end..].find('\n').map_or(out.len(), |n| end + n + 1);
+                out.replace_range(start..end, &block);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Writes JUnit XML for CI systems.
+pub fn junit(results: &[(String, Vec<Outcome>)]) -> String {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    for (file, outcomes) in results {
+        let failures = outcomes.iter().filter(|o| !o.passed()).count();
+        let time: f64 = outcomes.iter().map(|o| o.seconds).sum();
+        xml.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">\n",
+            esc(file),
+            outcomes.len()
+        ));
+        for o in outcomes {
+            xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"", esc(&o.name), esc(file), o.seconds));
+            if o.passed() {
+                xml.push_str("/>\n");
+            } else {
+                xml.push_str(&format!(
+                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                    esc(o.failures.first().map_or("", String::as_str)),
+                    esc(&o.failures.join("\n"))
+                ));
+            }
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
+}
