@@ -61,11 +61,16 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
     for (c, field) in schema.fields().iter().enumerate() {
         let col = batch.column(c);
         let ms = match col.data_type() {
-            DataType::Timestamp(_, _) => arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok(),
+            DataType::Timestamp(_, _) => {
+                arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()
+            }
             _ => None,
         };
-        let formatter =
-            arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &arrow::util::display::FormatOptions::default()).ok();
+        let formatter = arrow::util::display::ArrayFormatter::try_new(
+            col.as_ref(),
+            &arrow::util::display::FormatOptions::default(),
+        )
+        .ok();
         for (r, row) in rows.iter_mut().enumerate() {
             let v = if col.is_null(r) {
                 Value::Null
@@ -74,14 +79,23 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
             } else {
                 match col.data_type() {
                     DataType::Boolean => Value::Bool(col.as_boolean().value(r)),
-                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64 => {
                         let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Int64).ok();
                         v.map_or(Value::Null, |a| Value::from(a.as_primitive::<arrow::datatypes::Int64Type>().value(0)))
                     }
                     DataType::Float32 | DataType::Float64 => {
                         let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok();
-                        v.and_then(|a| serde_json::Number::from_f64(a.as_primitive::<arrow::datatypes::Float64Type>().value(0)))
-                            .map_or(Value::Null, Value::Number)
+                        v.and_then(|a| {
+                            serde_json::Number::from_f64(a.as_primitive::<arrow::datatypes::Float64Type>().value(0))
+                        })
+                        .map_or(Value::Null, Value::Number)
                     }
                     _ => formatter.as_ref().map_or(Value::Null, |f| Value::String(f.value(r).to_string())),
                 }
@@ -187,8 +201,7 @@ fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInpu
 /// Runs one test.
 pub fn run_test(v: &Validated, test: &TestCase) -> Outcome {
     let started = std::time::Instant::now();
-    let mut outcome =
-        Outcome { name: test.name.clone(), failures: Vec::new(), actual: IndexMap::new(), seconds: 0.0 };
+    let mut outcome = Outcome { name: test.name.clone(), failures: Vec::new(), actual: IndexMap::new(), seconds: 0.0 };
     let inputs = match inputs(v, test) {
         Ok(i) => i,
         Err(e) => {
@@ -284,8 +297,7 @@ pub fn update_text(
                 let Some(table) = array.get_mut(i) else { continue };
                 let mut expect = toml_edit::Table::new();
                 for (sink, rows) in new_expectations(test, outcome) {
-                    let arr: toml_edit::Array =
-                        rows.iter().map(|r| toml_value(&Value::Object(r.clone()))).collect();
+                    let arr: toml_edit::Array = rows.iter().map(|r| toml_value(&Value::Object(r.clone()))).collect();
                     expect.insert(&sink, toml_edit::Item::Value(toml_edit::Value::Array(arr)));
                 }
                 table.insert("expect", toml_edit::Item::Table(expect));
@@ -343,7 +355,12 @@ pub fn junit(results: &[(String, Vec<Outcome>)]) -> String {
             outcomes.len()
         ));
         for o in outcomes {
-            xml.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"", esc(&o.name), esc(file), o.seconds));
+            xml.push_str(&format!(
+                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
+                esc(&o.name),
+                esc(file),
+                o.seconds
+            ));
             if o.passed() {
                 xml.push_str("/>\n");
             } else {

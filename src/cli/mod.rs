@@ -83,7 +83,8 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let mut out = std::io::stdout().lock();
+    // Not locked for the whole command: a stdout sink prints from its own thread.
+    let mut out = std::io::stdout();
     let result = match cli.command {
         Command::Validate { paths, format, deny_warnings, env } => {
             validate(&mut out, &paths, format, deny_warnings, env)

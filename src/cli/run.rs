@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use sluice::diagnostics::Format;
-use sluice::runtime::controller::OperatorStats;
+use sluice::runtime::controller::{OperatorStats, ProgressFn};
 use sluice::runtime::{JobOptions, run_job};
 use sluice::spec::{self, Options};
 use sluice::testing;
@@ -25,7 +25,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn progress_bar(quiet: bool) -> Option<Box<dyn FnMut(&[OperatorStats]) + Send>> {
+fn progress_bar(quiet: bool) -> Option<ProgressFn> {
     if quiet || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -33,7 +33,8 @@ fn progress_bar(quiet: bool) -> Option<Box<dyn FnMut(&[OperatorStats]) + Send>> 
     let mut styled = false;
     Some(Box::new(move |stats: &[OperatorStats]| {
         let sources = stats.iter().filter(|s| s.role == "source");
-        let (rows, bytes, total) = sources.fold((0, 0, 0), |a, s| (a.0 + s.rows_out, a.1 + s.bytes_read, a.2 + s.bytes_total));
+        let (rows, bytes, total) =
+            sources.fold((0, 0, 0), |a, s| (a.0 + s.rows_out, a.1 + s.bytes_read, a.2 + s.bytes_total));
         if !styled {
             let template = if total > 0 {
                 "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}"
@@ -54,7 +55,11 @@ fn progress_bar(quiet: bool) -> Option<Box<dyn FnMut(&[OperatorStats]) + Send>> 
 
 fn summary(err: &mut dyn Write, stats: &[OperatorStats]) -> std::io::Result<()> {
     let width = stats.iter().map(|s| s.id.len()).max().unwrap_or(8).max(8);
-    writeln!(err, "{:width$}  {:9}  {:>12}  {:>12}  {:>8}  {:>12}", "operator", "role", "rows in", "rows out", "bad", "late dropped")?;
+    writeln!(
+        err,
+        "{:width$}  {:9}  {:>12}  {:>12}  {:>8}  {:>12}",
+        "operator", "role", "rows in", "rows out", "bad", "late dropped"
+    )?;
     for s in stats {
         let rows_in = if s.role == "source" { "-".to_string() } else { s.rows_in.to_string() };
         let rows_out = if s.role == "sink" { "-".to_string() } else { s.rows_out.to_string() };
@@ -69,13 +74,18 @@ fn summary(err: &mut dyn Write, stats: &[OperatorStats]) -> std::io::Result<()> 
 
 /// `sluice run`.
 pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyhow::Result<ExitCode> {
-    let report =
-        spec::validate_file(path, &Options::default()).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let report = spec::validate_file(path, &Options::default())
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let Some(validated) = &report.validated else {
         print_report(out, &report, Format::Human)?;
         return Ok(ExitCode::from(1));
     };
-    let options = JobOptions { capture_sinks: dry_run, stop: stop_flag()?, on_progress: progress_bar(quiet), ..JobOptions::default() };
+    let options = JobOptions {
+        capture_sinks: dry_run,
+        stop: stop_flag()?,
+        on_progress: progress_bar(quiet),
+        ..JobOptions::default()
+    };
     let result = run_job(validated, options);
     let mut err = std::io::stderr().lock();
     match result {
@@ -109,8 +119,8 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
     let (mut passed, mut failed) = (0, 0);
     let mut results = Vec::new();
     for file in &files {
-        let report =
-            spec::validate_file(file, &Options::default()).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let report = spec::validate_file(file, &Options::default())
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
         let Some(validated) = &report.validated else {
             print_report(out, &report, Format::Human)?;
             writeln!(out, "test {} ... FAILED (the spec is invalid)", file.display())?;
@@ -149,7 +159,8 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
         results.push((file.display().to_string(), outcomes));
     }
     if let Some(path) = junit {
-        std::fs::write(path, testing::junit(&results)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, testing::junit(&results))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     writeln!(out, "\n{passed} passed, {failed} failed")?;
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })

@@ -50,7 +50,12 @@ impl Transform for Filter {
         format!("filter {}", self.condition)
     }
 
-    fn operator(&self, _: &BuildContext, inputs: &[(&str, &StreamSchema)], _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+    fn operator(
+        &self,
+        _: &BuildContext,
+        inputs: &[(&str, &StreamSchema)],
+        _: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError> {
         let (name, input) = inputs[0];
         let program = crate::runtime::expr::Compiler::default().filter(&self.condition, name, &input.schema)?;
         Ok(Box::new(super::ProgramOperator(program)))

@@ -68,7 +68,12 @@ pub trait Transform {
 struct ProgramOperator(crate::runtime::expr::Program);
 
 impl Operator for ProgramOperator {
-    fn process(&mut self, _: usize, batch: arrow::record_batch::RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        _: usize,
+        batch: arrow::record_batch::RecordBatch,
+        out: &mut dyn Output,
+    ) -> Result<(), OperatorError> {
         let result = self.0.run(batch)?;
         out.emit(result)
     }

@@ -46,7 +46,12 @@ impl Transform for Sql {
         self.parallelism
     }
 
-    fn operator(&self, _: &BuildContext, inputs: &[(&str, &StreamSchema)], _: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+    fn operator(
+        &self,
+        _: &BuildContext,
+        inputs: &[(&str, &StreamSchema)],
+        _: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError> {
         let (name, input) = inputs[0];
         let program = crate::runtime::expr::Compiler::default().query(&self.query, name, &input.schema)?;
         Ok(Box::new(super::ProgramOperator(program)))

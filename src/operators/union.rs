@@ -10,7 +10,12 @@ use super::{BuildContext, Checker, Operator, OperatorError, Output, Outputs, Str
 struct UnionOperator(arrow::datatypes::SchemaRef);
 
 impl Operator for UnionOperator {
-    fn process(&mut self, _: usize, batch: arrow::record_batch::RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        _: usize,
+        batch: arrow::record_batch::RecordBatch,
+        out: &mut dyn Output,
+    ) -> Result<(), OperatorError> {
         if batch.schema() == self.0 {
             return out.emit(batch);
         }
@@ -84,7 +89,12 @@ impl Transform for Union {
         self.parallelism
     }
 
-    fn operator(&self, _: &BuildContext, _: &[(&str, &StreamSchema)], output: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
+    fn operator(
+        &self,
+        _: &BuildContext,
+        _: &[(&str, &StreamSchema)],
+        output: &StreamSchema,
+    ) -> Result<Box<dyn Operator>, OperatorError> {
         Ok(Box::new(UnionOperator(output.schema.clone())))
     }
 

@@ -55,6 +55,9 @@ pub enum TestInput {
     Watermark(i64),
 }
 
+/// A callback receiving live counters.
+pub type ProgressFn = Box<dyn FnMut(&[OperatorStats]) + Send>;
+
 /// How to run a job.
 pub struct JobOptions {
     /// Bytes each subtask's inbound queue may hold.
@@ -66,7 +69,7 @@ pub struct JobOptions {
     /// Raised to stop the job cleanly (Ctrl-C).
     pub stop: Arc<AtomicBool>,
     /// Called about five times a second with live counters.
-    pub on_progress: Option<Box<dyn FnMut(&[OperatorStats]) + Send>>,
+    pub on_progress: Option<ProgressFn>,
 }
 
 impl Default for JobOptions {
@@ -373,11 +376,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
 
 /// Which input of operator `to` the stream `stream` feeds.
 fn input_index(v: &Validated, to: &str, stream: &str) -> usize {
-    v.pipeline
-        .transforms
-        .get(to)
-        .and_then(|t| t.get().inputs().iter().position(|(n, _)| *n == stream))
-        .unwrap_or(0)
+    v.pipeline.transforms.get(to).and_then(|t| t.get().inputs().iter().position(|(n, _)| *n == stream)).unwrap_or(0)
 }
 
 fn partitioner(e: &plan::Edge, schema: &arrow::datatypes::Schema, max_parallelism: u32) -> Partitioner {
@@ -386,9 +385,8 @@ fn partitioner(e: &plan::Edge, schema: &arrow::datatypes::Schema, max_parallelis
         Partitioning::Rebalance => Partitioner::Rebalance,
         Partitioning::Global => Partitioner::Global,
         Partitioning::Broadcast => Partitioner::Broadcast,
-        Partitioning::Hash { key } => Partitioner::Hash {
-            columns: key.iter().filter_map(|k| schema.index_of(k).ok()).collect(),
-            max_parallelism,
-        },
+        Partitioning::Hash { key } => {
+            Partitioner::Hash { columns: key.iter().filter_map(|k| schema.index_of(k).ok()).collect(), max_parallelism }
+        }
     }
 }

@@ -93,7 +93,8 @@ impl Compiler {
     fn steps(&self, plan: &LogicalPlan, steps: &mut Vec<Step>) -> Result<(), OperatorError> {
         match plan {
             LogicalPlan::TableScan(scan) => {
-                let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?;
+                let source_schema =
+                    DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?;
                 if let Some(pred) = scan.filters.iter().cloned().reduce(|a, b| a.and(b)) {
                     steps.push(Step::Filter(self.ctx.create_physical_expr(pred, &source_schema)?));
                 }
@@ -146,10 +147,11 @@ impl Program {
                 }
                 Step::Project(exprs, schema) => {
                     let n = batch.num_rows();
-                    let columns = exprs
-                        .iter()
-                        .map(|e| Ok(e.evaluate(&batch)?.into_array(n)?))
-                        .collect::<Result<Vec<_>, OperatorError>>()?;
+                    let columns = exprs.iter().map(|e| Ok(e.evaluate(&batch)?.into_array(n)?)).collect::<Result<
+                        Vec<_>,
+                        OperatorError,
+                    >>(
+                    )?;
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
                     RecordBatch::try_new_with_options(schema.clone(), columns, &options)?
                 }

@@ -102,12 +102,11 @@ fn deliver(nodes: &mut [Node], input: usize, batch: RecordBatch) -> Result<(), O
     first.op.process(input, batch, &mut out).map_err(|e| tag(&first.id, e))
 }
 
+/// A step applied to every operator of a chain.
+type NodeStep<'a> = dyn FnMut(&mut dyn Operator, &mut dyn Output) -> Result<(), OperatorError> + 'a;
+
 /// Runs `f` on the chain's nodes in order, attributing an error to the node at fault.
-fn each_node(
-    nodes: &mut [Node],
-    f: &mut dyn FnMut(&mut dyn Operator, &mut dyn Output) -> Result<(), OperatorError>,
-    after_tail: Message,
-) -> Result<(), TaskFailure> {
+fn each_node(nodes: &mut [Node], f: &mut NodeStep<'_>, after_tail: Message) -> Result<(), TaskFailure> {
     for i in 0..nodes.len() {
         let (head, rest) = nodes.split_at_mut(i + 1);
         let node = &mut head[i];
@@ -242,13 +241,9 @@ impl ChannelState {
 /// The combined watermark: minimum over active channels; `None` while all are idle.
 fn combined(channels: &[ChannelState]) -> Option<i64> {
     let active = channels.iter().filter(|c| !c.idle && !c.ended);
-    let min = active.map(|c| c.watermark).min();
-    match min {
-        Some(m) => Some(m),
-        // Idle or ended everywhere: hold. (Exhausted inputs sent the final watermark before
-        // ending; stopped ones did not, and their open windows must stay open.)
-        None => None,
-    }
+    // Idle or ended everywhere gives `None`: hold. (Exhausted inputs sent the final
+    // watermark before ending; stopped ones did not, and their open windows must stay open.)
+    active.map(|c| c.watermark).min()
 }
 
 /// Runs a subtask fed by `queue` until every channel has ended.

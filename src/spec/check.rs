@@ -169,8 +169,8 @@ impl<'a> Checker<'a> {
         };
         let name = af.func.name().to_lowercase();
         if !WINDOW_AGGREGATES.contains(&name.as_str()) {
-            self.error(Code::InvalidAggregate, pointer, format!("`{name}` is not supported in windows"))
-                .help = Some(format!("supported: {}", WINDOW_AGGREGATES.join(", ")));
+            self.error(Code::InvalidAggregate, pointer, format!("`{name}` is not supported in windows")).help =
+                Some(format!("supported: {}", WINDOW_AGGREGATES.join(", ")));
             return None;
         }
         if af.params.distinct && name != "count" {
@@ -178,8 +178,12 @@ impl<'a> Checker<'a> {
             return None;
         }
         if af.params.filter.is_some() || !af.params.order_by.is_empty() || af.params.args.len() > 1 {
-            self.error(Code::InvalidAggregate, pointer, "window aggregates take one argument, without FILTER or ORDER BY")
-                .help = Some(HELP.into());
+            self.error(
+                Code::InvalidAggregate,
+                pointer,
+                "window aggregates take one argument, without FILTER or ORDER BY",
+            )
+            .help = Some(HELP.into());
             return None;
         }
         // Plan a one-row aggregate over an empty table to run DataFusion's type coercion.
@@ -197,7 +201,7 @@ impl<'a> Checker<'a> {
             Ok(plan) => match plan.schema().field_with_unqualified_name("agg") {
                 Ok(f) => Some(f.data_type().clone()),
                 Err(e) => {
-                    self.error(Code::InvalidAggregate, pointer, clean(&e.into()));
+                    self.error(Code::InvalidAggregate, pointer, clean(&e));
                     None
                 }
             },

@@ -263,7 +263,9 @@ impl ConfigString {
         for (offset, len, reference) in refs {
             out.push_str(&self.0[last..offset]);
             let value = match &reference {
-                Reference::Env(name) => std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?,
+                Reference::Env(name) => {
+                    std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?
+                }
                 Reference::File(path) => std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read `{path}` for `{reference}`: {e}"))?
                     .trim()

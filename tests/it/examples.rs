@@ -61,7 +61,7 @@ fn plan_shows_chains_partitioning_state_and_schemas() {
     assert!(text.contains("orders → big_orders: forward, chained"), "{text}");
     assert!(text.contains("big_orders → per_customer: hash(customer_id)"), "{text}");
     assert!(text.contains("state: keyed"), "{text}");
-    assert!(text.contains("window_end timestamp not null (event time)"), "{text}");
+    assert!(text.contains("window_start timestamp not null (event time)"), "{text}");
     assert!(text.contains("per_customer → late (stream late_orders)"), "{text}");
 }
 

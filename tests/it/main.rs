@@ -3,6 +3,7 @@
 mod ci_script;
 mod cli;
 mod corpus;
+mod engine;
 mod examples;
 mod mutation;
 mod schema;

@@ -170,7 +170,8 @@ fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
                             let mut touched: Vec<(i64, i64)> = Vec::new();
                             for e in rows {
                                 let (s, t) = (e.ts, e.ts + gap);
-                                let overlapping: Vec<usize> = (0..list.len()).filter(|&i| list[i].0 < t && s < list[i].1).collect();
+                                let overlapping: Vec<usize> =
+                                    (0..list.len()).filter(|&i| list[i].0 < t && s < list[i].1).collect();
                                 if overlapping.is_empty() && is_late(t, wm) {
                                     late += 1;
                                     continue;
@@ -203,7 +204,8 @@ fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
                 match shape {
                     Shape::Session(_) => {
                         for (k, list) in sessions.iter_mut() {
-                            let mut fired: Vec<(i64, i64)> = list.iter().filter(|x| !due(x.1, wm) && due(x.1, new_wm)).map(|x| (x.0, x.1)).collect();
+                            let mut fired: Vec<(i64, i64)> =
+                                list.iter().filter(|x| !due(x.1, wm) && due(x.1, new_wm)).map(|x| (x.0, x.1)).collect();
                             fired.sort_by_key(|x| x.1);
                             for (s, t) in fired {
                                 let x = list.iter().find(|x| x.0 == s && x.1 == t).unwrap();
@@ -271,7 +273,8 @@ fn engine(items: &[Item], shape: Shape, parallelism: u32) -> (Vec<String>, usize
         if rows.is_empty() {
             return;
         }
-        let mut d = arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows.len()).build_decoder().unwrap();
+        let mut d =
+            arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows.len()).build_decoder().unwrap();
         let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
         d.decode(text.as_bytes()).unwrap();
         inputs.push(TestInput::Rows(d.flush().unwrap().unwrap()));

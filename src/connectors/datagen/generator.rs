@@ -101,14 +101,20 @@ impl DatagenReader {
                             length: 8,
                         },
                         DatagenColumn::Options(o) => {
-                            let time = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).and_then(chrono_like_rfc3339);
+                            let time = |v: &Option<serde_json::Value>| {
+                                v.as_ref().and_then(|v| v.as_str()).and_then(chrono_like_rfc3339)
+                            };
                             let start_ms = time(&o.min).unwrap_or(DEFAULT_START_MS);
                             let step_ms = match (time(&o.max), cfg.count) {
                                 (Some(end), Some(count)) if count > 0 => (end - start_ms) as f64 / count as f64,
                                 _ => step_default,
                             };
-                            if o.values.is_some() && matches!(o.ty, ColumnType::Date | ColumnType::Timestamp | ColumnType::Bytes) {
-                                return Err(OperatorError::new(format!("column `{name}`: `values` is not supported for this type")));
+                            if o.values.is_some()
+                                && matches!(o.ty, ColumnType::Date | ColumnType::Timestamp | ColumnType::Bytes)
+                            {
+                                return Err(OperatorError::new(format!(
+                                    "column `{name}`: `values` is not supported for this type"
+                                )));
                             }
                             ColumnGen {
                                 ty: o.ty,
@@ -149,7 +155,8 @@ impl DatagenReader {
     }
 
     fn rows_batch(&self, gens: &[ColumnGen], rows: &[u64]) -> Result<RecordBatch, OperatorError> {
-        let columns: Vec<ArrayRef> = gens.iter().enumerate().map(|(c, g)| column(self.seed, c as u64, g, rows)).collect();
+        let columns: Vec<ArrayRef> =
+            gens.iter().enumerate().map(|(c, g)| column(self.seed, c as u64, g, rows)).collect();
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
@@ -186,7 +193,9 @@ fn column(seed: u64, c: u64, g: &ColumnGen, rows: &[u64]) -> ArrayRef {
         ColumnType::Boolean => {
             let mut b = BooleanBuilder::with_capacity(rows.len());
             for &r in rows {
-                b.append_option((!null(r)).then(|| pick(r).and_then(|v| v.as_bool()).unwrap_or(mix(seed, c, r) & 1 == 1)));
+                b.append_option(
+                    (!null(r)).then(|| pick(r).and_then(|v| v.as_bool()).unwrap_or(mix(seed, c, r) & 1 == 1)),
+                );
             }
             Arc::new(b.finish())
         }

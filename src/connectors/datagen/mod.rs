@@ -12,8 +12,8 @@ pub mod generator;
 pub mod nexmark;
 
 use super::{Checker, Source, StateKind, StreamSchema, check_event_time};
-use crate::runtime::{BuildContext, OperatorError, SourceReader};
 use crate::diagnostics::Code;
+use crate::runtime::{BuildContext, OperatorError, SourceReader};
 use crate::spec::values::{ColumnType, EventTime, timestamp_type};
 
 /// How one generated column gets its values.
@@ -177,14 +177,14 @@ impl Source for DatagenSource {
                 return None;
             }
             (None, Some(n)) => {
-                if let Some(t) = &n.first_event_time {
-                    if chrono_like_rfc3339(t).is_none() {
-                        cx.error(
-                            Code::InvalidValue,
-                            &format!("{ptr}/nexmark/first_event_time"),
-                            format!("`{t}` is not an RFC 3339 time such as `2026-01-01T00:00:00Z`"),
-                        );
-                    }
+                if let Some(t) = &n.first_event_time
+                    && chrono_like_rfc3339(t).is_none()
+                {
+                    cx.error(
+                        Code::InvalidValue,
+                        &format!("{ptr}/nexmark/first_event_time"),
+                        format!("`{t}` is not an RFC 3339 time such as `2026-01-01T00:00:00Z`"),
+                    );
                 }
                 nexmark_schema(n.table)
             }
@@ -259,10 +259,10 @@ fn check_options(cx: &mut Checker, at: &str, o: &DatagenOptions) {
             cx.error(Code::WrongType, &format!("{at}/{key}"), msg);
         }
     }
-    if let (Some(a), Some(b)) = (o.min.as_ref().and_then(|v| v.as_f64()), o.max.as_ref().and_then(|v| v.as_f64())) {
-        if a > b {
-            cx.error(Code::OutOfRange, &format!("{at}/min"), format!("`min` ({a}) is larger than `max` ({b})"));
-        }
+    if let (Some(a), Some(b)) = (o.min.as_ref().and_then(|v| v.as_f64()), o.max.as_ref().and_then(|v| v.as_f64()))
+        && a > b
+    {
+        cx.error(Code::OutOfRange, &format!("{at}/min"), format!("`min` ({a}) is larger than `max` ({b})"));
     }
     if o.values.as_ref().is_some_and(|v| v.is_empty()) {
         cx.error(Code::InvalidValue, &format!("{at}/values"), "`values` is empty");

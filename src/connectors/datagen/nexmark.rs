@@ -24,9 +24,11 @@ const HOT_BIDDER_RATIO: u64 = 4;
 const HOT_SELLER_RATIO: u64 = 4;
 const HOT_GROUP: i64 = 100;
 const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
-const FIRST_NAMES: [&str; 11] = ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
+const FIRST_NAMES: [&str; 11] =
+    ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
 const LAST_NAMES: [&str; 9] = ["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
-const CITIES: [&str; 10] = ["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
+const CITIES: [&str; 10] =
+    ["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 
 /// Generates rows of one Nexmark table.
@@ -40,7 +42,9 @@ impl Generator {
     /// A generator from the spec's options.
     pub fn new(o: &NexmarkOptions) -> Result<Self, OperatorError> {
         let start_ms = match &o.first_event_time {
-            Some(t) => chrono_like_rfc3339(t).ok_or_else(|| OperatorError::new(format!("`{t}` is not an RFC 3339 time")))?,
+            Some(t) => {
+                chrono_like_rfc3339(t).ok_or_else(|| OperatorError::new(format!("`{t}` is not an RFC 3339 time")))?
+            }
             None => DEFAULT_START_MS,
         };
         Ok(Generator { table: o.table, start_ms, events_per_second: o.events_per_second.unwrap_or(10_000).max(1) })
@@ -85,7 +89,13 @@ impl Generator {
                     let n = format!("{} {}", FIRST_NAMES[(r(1) % 11) as usize], LAST_NAMES[(r(2) % 9) as usize]);
                     email.append_value(format!("{}@{}.com", text(r(3), 7), text(r(4), 5)));
                     name.append_value(n);
-                    card.append_value(format!("{:04} {:04} {:04} {:04}", r(5) % 10000, r(6) % 10000, r(7) % 10000, r(8) % 10000));
+                    card.append_value(format!(
+                        "{:04} {:04} {:04} {:04}",
+                        r(5) % 10000,
+                        r(6) % 10000,
+                        r(7) % 10000,
+                        r(8) % 10000
+                    ));
                     city.append_value(CITIES[(r(9) % 10) as usize]);
                     state.append_value(STATES[(r(10) % 6) as usize]);
                     time.append_value(self.time(e));
@@ -103,7 +113,18 @@ impl Generator {
                 ]
             }
             NexmarkTable::Auctions => {
-                let (mut id, mut item, mut desc, mut initial, mut reserve, mut time, mut expires, mut seller, mut category, mut extra) = (
+                let (
+                    mut id,
+                    mut item,
+                    mut desc,
+                    mut initial,
+                    mut reserve,
+                    mut time,
+                    mut expires,
+                    mut seller,
+                    mut category,
+                    mut extra,
+                ) = (
                     Int64Builder::with_capacity(n),
                     StringBuilder::new(),
                     StringBuilder::new(),
@@ -179,7 +200,11 @@ impl Generator {
                     price.append_value(next_price(r(5)));
                     let ch = CHANNELS[(r(6) % 4) as usize];
                     channel.append_value(ch);
-                    url.append_value(format!("https://www.nexmark.com/{}/item.htm?query=1&channel_id={}", text(r(7), 5), r(8) % 10_000));
+                    url.append_value(format!(
+                        "https://www.nexmark.com/{}/item.htm?query=1&channel_id={}",
+                        text(r(7), 5),
+                        r(8) % 10_000
+                    ));
                     time.append_value(self.time(e));
                     extra.append_value(text(r(9), 16));
                 }

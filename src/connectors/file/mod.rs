@@ -8,8 +8,8 @@ pub mod sink;
 pub mod source;
 
 use super::{Checker, Sink, Source, StateKind, StreamSchema, check_event_time};
-use crate::runtime::{BuildContext, Operator, OperatorError, SourceReader};
 use crate::diagnostics::Code;
+use crate::runtime::{BuildContext, Operator, OperatorError, SourceReader};
 use crate::spec::values::{ByteSize, ConfigString, Duration, EventTime, SchemaDecl, arrow_schema};
 
 /// File formats read and written by the `file` connector.
@@ -117,11 +117,19 @@ impl Source for FileSource {
         }
         match (self.on_error, &self.dead_letter) {
             (OnError::DeadLetter, None) => {
-                cx.error(Code::MissingField, &format!("{ptr}/on_error"), "`on_error: dead_letter` needs `dead_letter: <stream name>`")
-                    .help = Some("add `dead_letter: bad_records` and a sink reading `bad_records`".into());
+                cx.error(
+                    Code::MissingField,
+                    &format!("{ptr}/on_error"),
+                    "`on_error: dead_letter` needs `dead_letter: <stream name>`",
+                )
+                .help = Some("add `dead_letter: bad_records` and a sink reading `bad_records`".into());
             }
             (OnError::Fail | OnError::Skip, Some(_)) => {
-                cx.error_at_key(Code::InvalidStructure, &format!("{ptr}/dead_letter"), "`dead_letter` needs `on_error: dead_letter`");
+                cx.error_at_key(
+                    Code::InvalidStructure,
+                    &format!("{ptr}/dead_letter"),
+                    "`dead_letter` needs `on_error: dead_letter`",
+                );
             }
             _ => {}
         }

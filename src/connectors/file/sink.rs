@@ -40,9 +40,9 @@ impl<W: Write> Write for Counting<W> {
 }
 
 enum Writer {
-    Csv(arrow::csv::Writer<Counting<BufWriter<File>>>),
+    Csv(Box<arrow::csv::Writer<Counting<BufWriter<File>>>>),
     Json(arrow::json::LineDelimitedWriter<Counting<BufWriter<File>>>),
-    Parquet(ArrowWriter<File>),
+    Parquet(Box<ArrowWriter<File>>),
 }
 
 struct OpenFile {
@@ -136,15 +136,19 @@ impl FileWriter {
             self.seq += 1;
             let path = dir.join(&name);
             let tmp = dir.join(format!(".{name}.inprogress"));
-            let file = File::create(&tmp).map_err(|e| OperatorError::new(format!("cannot create `{}`: {e}", tmp.display())))?;
+            let file = File::create(&tmp)
+                .map_err(|e| OperatorError::new(format!("cannot create `{}`: {e}", tmp.display())))?;
             let bytes = Arc::new(AtomicU64::new(0));
             let counting = |file| Counting { inner: BufWriter::with_capacity(1 << 20, file), count: bytes.clone() };
             let writer = match self.format {
-                FileFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(counting(file))),
+                FileFormat::Csv => {
+                    Writer::Csv(Box::new(arrow::csv::WriterBuilder::new().with_header(true).build(counting(file))))
+                }
                 FileFormat::Jsonl => Writer::Json(arrow::json::LineDelimitedWriter::new(counting(file))),
-                FileFormat::Parquet => Writer::Parquet(
-                    ArrowWriter::try_new(file, self.schema.clone(), None).map_err(|e| OperatorError::new(e.to_string()))?,
-                ),
+                FileFormat::Parquet => Writer::Parquet(Box::new(
+                    ArrowWriter::try_new(file, self.schema.clone(), None)
+                        .map_err(|e| OperatorError::new(e.to_string()))?,
+                )),
             };
             self.open.insert(bucket.to_string(), OpenFile { writer, tmp, path, opened: Instant::now(), bytes });
         }

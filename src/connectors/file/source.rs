@@ -35,9 +35,8 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, OperatorError> {
             "reading `{path}`: s3:// sources are not supported by `sluice run` yet; use a local path"
         )));
     }
-    let visible = |p: &Path| {
-        p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with(['.', '_']))
-    };
+    let visible =
+        |p: &Path| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with(['.', '_']));
     let mut files: Vec<PathBuf> = if is_glob(path) {
         glob::glob(path)
             .map_err(|e| OperatorError::new(format!("`{path}` is not a valid glob: {e}")))?
@@ -96,8 +95,12 @@ impl FileReader {
         if all.is_empty() && !cfg.watch {
             return Err(OperatorError::new(format!("source `{}`: no files match `{path}`", ctx.operator)));
         }
-        let mine: VecDeque<PathBuf> =
-            all.iter().enumerate().filter(|(i, _)| i % ctx.parallelism == ctx.subtask).map(|(_, p)| p.clone()).collect();
+        let mine: VecDeque<PathBuf> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
+            .map(|(_, p)| p.clone())
+            .collect();
         let total: u64 = mine.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         if !cfg.watch {
             OperatorMetrics::add(&ctx.metrics.bytes_total, total);
@@ -129,7 +132,8 @@ impl FileReader {
         self.last_scan = Instant::now();
         for f in list_files(&self.path)? {
             if self.seen.insert(f.clone()) {
-                let owner = f.to_string_lossy().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                let owner =
+                    f.to_string_lossy().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
                 if owner as usize % self.parallelism == self.subtask {
                     self.files.push_back(f);
                 }
@@ -140,7 +144,8 @@ impl FileReader {
 
     fn open_next(&mut self) -> Result<bool, OperatorError> {
         let Some(path) = self.files.pop_front() else { return Ok(false) };
-        let file = File::open(&path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
+        let file =
+            File::open(&path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
         self.open = Some(match self.format {
             FileFormat::Parquet => {
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -220,7 +225,8 @@ impl FileReader {
                 let raw: ArrayRef = Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.0.as_str())));
                 let error: ArrayRef = Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.1.as_str())));
                 let location: ArrayRef = Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.2.as_str())));
-                self.dead_letters.push_back(RecordBatch::try_new(dead_letter_schema(), vec![source, raw, error, location])?);
+                self.dead_letters
+                    .push_back(RecordBatch::try_new(dead_letter_schema(), vec![source, raw, error, location])?);
                 Ok(())
             }
         }
@@ -335,9 +341,8 @@ impl FileReader {
                 if col.data_type() == f.data_type() {
                     Ok(col.clone())
                 } else {
-                    cast(col, f.data_type()).map_err(|e| {
-                        OperatorError::new(format!("`{}` column `{}`: {e}", path.display(), f.name()))
-                    })
+                    cast(col, f.data_type())
+                        .map_err(|e| OperatorError::new(format!("`{}` column `{}`: {e}", path.display(), f.name())))
                 }
             })
             .collect::<Result<Vec<_>, OperatorError>>()?;

@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 pub mod operator;
 
-use super::{BuildContext, Checker, InputPartitioning, Operator, OperatorError, Outputs, StateKind, StreamSchema, Transform};
+use super::{
+    BuildContext, Checker, InputPartitioning, Operator, OperatorError, Outputs, StateKind, StreamSchema, Transform,
+};
 use crate::diagnostics::{Code, did_you_mean};
 use crate::spec::loader::push_pointer;
 use crate::spec::values::{Duration, timestamp_type};
@@ -109,15 +111,15 @@ impl Transform for WindowAggregate {
                 cx.error(Code::InvalidWindow, &format!("{ptr}/window/size"), "a window cannot be 0 long");
                 ok = false;
             }
-            Window::Hopping { size, slide } => {
-                if slide.as_millis() == 0 || slide > size || size.as_millis() % slide.as_millis() != 0 {
-                    cx.error(
-                        Code::InvalidWindow,
-                        &format!("{ptr}/window/slide"),
-                        format!("slide {slide} must be more than 0, at most the size {size}, and divide it"),
-                    );
-                    ok = false;
-                }
+            Window::Hopping { size, slide }
+                if slide.as_millis() == 0 || slide > size || size.as_millis() % slide.as_millis() != 0 =>
+            {
+                cx.error(
+                    Code::InvalidWindow,
+                    &format!("{ptr}/window/slide"),
+                    format!("slide {slide} must be more than 0, at most the size {size}, and divide it"),
+                );
+                ok = false;
             }
             Window::Session { gap } if gap.as_millis() == 0 => {
                 cx.error(Code::InvalidWindow, &format!("{ptr}/window/gap"), "a session gap cannot be 0");
@@ -161,7 +163,7 @@ impl Transform for WindowAggregate {
         if !ok {
             return None;
         }
-        let main = StreamSchema { schema: Arc::new(Schema::new(fields)), event_time: Some(WINDOW_COLUMNS[1].into()) };
+        let main = StreamSchema { schema: Arc::new(Schema::new(fields)), event_time: Some(WINDOW_COLUMNS[0].into()) };
         let side = self.late_output.iter().map(|n| (n.clone(), input.clone())).collect();
         Some(Outputs { main, side })
     }

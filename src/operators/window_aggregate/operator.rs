@@ -239,7 +239,7 @@ impl WindowOperator {
             };
             let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
             distinct_rows.push(match &self.distinct[i] {
-                Some(conv) => Some(conv.convert_columns(&[array.clone()])?),
+                Some(conv) => Some(conv.convert_columns(std::slice::from_ref(&array))?),
                 None => None,
             });
             let t = array.data_type();
@@ -254,25 +254,35 @@ impl WindowOperator {
         Ok((args, distinct_rows))
     }
 
-    fn update(&self, acc: &mut WindowAcc, rows: &[u32], args: &[Arg], distinct: &[Option<arrow::row::Rows>]) -> Result<(), OperatorError> {
+    fn update(
+        &self,
+        acc: &mut WindowAcc,
+        rows: &[u32],
+        args: &[Arg],
+        distinct: &[Option<arrow::row::Rows>],
+    ) -> Result<(), OperatorError> {
         for (i, a) in acc.accs.iter_mut().enumerate() {
             for &r in rows {
                 let r = r as usize;
                 match (&mut *a, &args[i]) {
                     (Acc::Count(n), Arg::None) => *n += 1,
                     (Acc::Count(n), arg) => *n += i64::from(!is_null(arg, r)),
-                    (Acc::Distinct(set), arg) => {
-                        if !is_null(arg, r) {
-                            if let Some(rows) = &distinct[i] {
-                                set.insert(rows.row(r).as_ref().to_vec());
-                            }
+                    (Acc::Distinct(set), arg) if !is_null(arg, r) => {
+                        if let Some(rows) = &distinct[i] {
+                            set.insert(rows.row(r).as_ref().to_vec());
                         }
                     }
-                    (Acc::SumInt(s), Arg::Int(v)) if v.is_valid(r) => *s = Some(s.unwrap_or(0).wrapping_add(v.value(r))),
+                    (Acc::SumInt(s), Arg::Int(v)) if v.is_valid(r) => {
+                        *s = Some(s.unwrap_or(0).wrapping_add(v.value(r)))
+                    }
                     (Acc::SumFloat(s), Arg::Float(v)) if v.is_valid(r) => *s = Some(s.unwrap_or(0.0) + v.value(r)),
                     (Acc::SumFloat(s), Arg::Int(v)) if v.is_valid(r) => *s = Some(s.unwrap_or(0.0) + v.value(r) as f64),
-                    (Acc::MinInt(m), Arg::Int(v)) if v.is_valid(r) => *m = Some(m.map_or(v.value(r), |m| m.min(v.value(r)))),
-                    (Acc::MaxInt(m), Arg::Int(v)) if v.is_valid(r) => *m = Some(m.map_or(v.value(r), |m| m.max(v.value(r)))),
+                    (Acc::MinInt(m), Arg::Int(v)) if v.is_valid(r) => {
+                        *m = Some(m.map_or(v.value(r), |m| m.min(v.value(r))))
+                    }
+                    (Acc::MaxInt(m), Arg::Int(v)) if v.is_valid(r) => {
+                        *m = Some(m.map_or(v.value(r), |m| m.max(v.value(r))))
+                    }
                     (Acc::MinFloat(m), Arg::Float(v)) if v.is_valid(r) => {
                         *m = Some(m.map_or(v.value(r), |m| m.min(v.value(r))))
                     }
@@ -318,7 +328,8 @@ impl WindowOperator {
             self.keys.convert_rows(results.iter().map(|r| parser.parse(&r.0)))?
         };
         let tz = Some(Arc::from("UTC"));
-        let starts = TimestampMillisecondArray::from_iter_values(results.iter().map(|r| r.1)).with_timezone_opt(tz.clone());
+        let starts =
+            TimestampMillisecondArray::from_iter_values(results.iter().map(|r| r.1)).with_timezone_opt(tz.clone());
         let ends = TimestampMillisecondArray::from_iter_values(results.iter().map(|r| r.2)).with_timezone_opt(tz);
         columns.push(Arc::new(starts));
         columns.push(Arc::new(ends));
@@ -457,20 +468,8 @@ fn merge(into: &mut WindowAcc, from: WindowAcc) {
             (Acc::MaxInt(x), Acc::MaxInt(y)) => *x = opt(*x, y, i64::max),
             (Acc::MinFloat(x), Acc::MinFloat(y)) => *x = opt(*x, y, f64::min),
             (Acc::MaxFloat(x), Acc::MaxFloat(y)) => *x = opt(*x, y, f64::max),
-            (Acc::MinOther(x), Acc::MinOther(y)) => {
-                if let Some(y) = y {
-                    if x.as_ref().is_none_or(|c| y < *c) {
-                        *x = Some(y);
-                    }
-                }
-            }
-            (Acc::MaxOther(x), Acc::MaxOther(y)) => {
-                if let Some(y) = y {
-                    if x.as_ref().is_none_or(|c| y > *c) {
-                        *x = Some(y);
-                    }
-                }
-            }
+            (Acc::MinOther(x), Acc::MinOther(Some(y))) if x.as_ref().is_none_or(|c| y < *c) => *x = Some(y),
+            (Acc::MaxOther(x), Acc::MaxOther(Some(y))) if x.as_ref().is_none_or(|c| y > *c) => *x = Some(y),
             (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
                 *s += s2;
                 *n += n2;
@@ -511,7 +510,11 @@ fn downcast_owned<T: Array + Clone + 'static>(a: ArrayRef) -> Result<T, Operator
 /// Final values of one aggregate over many windows, as an array of `ty`.
 fn finish(values: &[&Acc], ty: &DataType) -> Result<ArrayRef, OperatorError> {
     let array: ArrayRef = match values.first() {
-        Some(Acc::Count(_)) | Some(Acc::Distinct(_)) | Some(Acc::SumInt(_)) | Some(Acc::MinInt(_)) | Some(Acc::MaxInt(_)) => {
+        Some(Acc::Count(_))
+        | Some(Acc::Distinct(_))
+        | Some(Acc::SumInt(_))
+        | Some(Acc::MinInt(_))
+        | Some(Acc::MaxInt(_)) => {
             let mut b = Int64Builder::with_capacity(values.len());
             for v in values {
                 b.append_option(match v {
@@ -548,7 +551,8 @@ fn finish(values: &[&Acc], ty: &DataType) -> Result<ArrayRef, OperatorError> {
 
 impl Operator for WindowOperator {
     fn process(&mut self, _: usize, batch: RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
-        let ts_array = cast(batch.column(self.ts_col), &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None))?;
+        let ts_array =
+            cast(batch.column(self.ts_col), &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None))?;
         let ts = ts_array
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()

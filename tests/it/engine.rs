@@ -1,0 +1,245 @@
+//! The engine end to end through `sluice run` and `sluice test`: files in and out, bad
+//! records, dry runs, Ctrl-C, and the examples' own tests.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{root, sluice};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".inprogress"), "unfinished file left behind: {name}");
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            rows.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    rows
+}
+
+fn bad_records_spec(dir: &Path, on_error: &str) -> String {
+    let data = dir.join("in.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": 1, \"amount\": 10.5, \"ts\": \"2026-01-01T00:00:01Z\"}\n\
+         {\"id\": \"two\", \"amount\": 3, \"ts\": \"2026-01-01T00:00:02Z\"}\n\
+         {\"id\": 3, \"amount\": 7, \"ts\": \"2026-01-01T00:00:03Z\"}\n\
+         not json at all\n\
+         {\"id\": 5, \"amount\": 1, \"ts\": null}\n\
+         {\"id\": 6, \"amount\": 2, \"ts\": \"2026-01-01T00:00:06Z\"}\n",
+    )
+    .unwrap();
+    let dead = if on_error == "dead_letter" { "dead_letter: rejected" } else { "" };
+    let dead_sink = if on_error == "dead_letter" {
+        format!(
+            "  rejects: {{ connector: file, input: rejected, path: \"{}\", format: jsonl }}",
+            dir.join("rejects").display()
+        )
+    } else {
+        String::new()
+    };
+    let spec = format!(
+        r#"version: 1
+name: bad-records
+sources:
+  payments:
+    connector: file
+    path: "{data}"
+    format: jsonl
+    schema: {{ id: bigint, amount: double, ts: timestamp }}
+    event_time: {{ column: ts }}
+    on_error: {on_error}
+    {dead}
+sinks:
+  good: {{ connector: file, input: payments, path: "{good}", format: jsonl }}
+{dead_sink}
+"#,
+        data = data.display(),
+        good = dir.join("good").display()
+    );
+    write(dir, "spec.yaml", &spec)
+}
+
+#[test]
+fn bad_records_fail_the_job_with_file_line_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bad_records_spec(dir.path(), "fail");
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("operator `payments` (subtask 0) failed"), "{err}");
+    assert!(err.contains("in.jsonl:2"), "names file and line: {err}");
+    assert!(err.contains("\"two\""), "shows the record: {err}");
+}
+
+#[test]
+fn bad_records_can_be_skipped_or_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bad_records_spec(dir.path(), "skip");
+    let out = sluice(&["run", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids: Vec<i64> = read_lines(&dir.path().join("good")).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 3, 6]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().any(|l| l.starts_with("payments") && l.split_whitespace().nth(4) == Some("3")), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bad_records_spec(dir.path(), "dead_letter");
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_lines(&dir.path().join("good")).len(), 3);
+    let rejects = read_lines(&dir.path().join("rejects"));
+    assert_eq!(rejects.len(), 3);
+    let raws: Vec<&str> = rejects.iter().map(|r| r["raw"].as_str().unwrap()).collect();
+    assert!(raws.contains(&"not json at all"), "{raws:?}");
+    assert!(rejects.iter().all(|r| r["source"] == "payments" && !r["error"].as_str().unwrap().is_empty()));
+    let locations: Vec<&str> = rejects.iter().map(|r| r["location"].as_str().unwrap()).collect();
+    assert!(locations.iter().any(|l| l.ends_with("in.jsonl:5")), "{locations:?}");
+}
+
+#[test]
+fn missing_input_files_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "s.yaml",
+        "version: 1\nname: t\nsources:\n  a: { connector: file, path: /no/such/dir/*.csv, format: csv, schema: { x: bigint } }\nsinks:\n  o: { connector: blackhole, input: a }\n",
+    );
+    let out = sluice(&["run", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no files match `/no/such/dir/*.csv`"));
+}
+
+#[test]
+fn csv_in_windows_out_as_parquet_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("pipelines/orders.yaml"))
+        .unwrap()
+        .replace("path: pipelines/data/orders*.csv", &format!("path: {}/pipelines/data/orders*.csv", root().display()))
+        .replace("path: ./.sluice/archive/", &format!("path: {}/archive/", dir.path().display()));
+    let spec = write(dir.path(), "orders.yaml", &text);
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let buckets: Vec<String> = std::fs::read_dir(dir.path().join("archive/dt=2026-01-01"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(buckets.contains(&"hour=00".to_string()) && buckets.contains(&"hour=02".to_string()), "{buckets:?}");
+    // Read the Parquet files back and add up the totals.
+    let mut total = 0.0;
+    for hour in std::fs::read_dir(dir.path().join("archive/dt=2026-01-01")).unwrap() {
+        for f in std::fs::read_dir(hour.unwrap().path()).unwrap() {
+            let file = std::fs::File::open(f.unwrap().path()).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for b in reader {
+                for row in sluice::testing::rows_of(&b.unwrap()) {
+                    total += row["total"].as_f64().unwrap();
+                }
+            }
+        }
+    }
+    // Orders above 100 in pipelines/data/orders.csv.
+    assert!((total - (150.0 + 310.5 + 120.0 + 450.0 + 101.0 + 700.0)).abs() < 1e-9, "{total}");
+}
+
+#[test]
+fn dry_run_prints_what_sinks_would_receive() {
+    let out = sluice(&["run", "--dry-run", "--quiet", "pipelines/currency.toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("── sink `converted` would receive 10000 rows"), "{text}");
+    assert!(text.contains("── sink `show` would receive"), "{text}");
+    assert!(!root().join(".sluice/currency-dry-run-check").exists());
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_finishes_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "endless.yaml",
+        &format!(
+            "version: 1\nname: endless\nsources:\n  g: {{ connector: datagen, rows_per_second: 2000, schema: {{ x: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\nsinks:\n  out: {{ connector: file, input: g, path: \"{}\", format: jsonl }}\n",
+            dir.path().join("out").display()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", &spec])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "stopping took too long");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("endless stopped in"), "{err}");
+    let rows = read_lines(&dir.path().join("out"));
+    assert!(rows.len() > 500, "rows written before the stop are flushed: {}", rows.len());
+}
+
+#[test]
+fn examples_pass_their_tests() {
+    let out = sluice(&["test", "pipelines/"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("6 passed, 0 failed"), "{text}");
+}
+
+#[test]
+fn failing_tests_show_a_diff_and_update_rewrites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("pipelines/quickstart.yaml"))
+        .unwrap()
+        .replace("total: 400.0", "total: 401.0");
+    let spec = write(dir.path(), "q.yaml", &text);
+    let junit = dir.path().join("junit.xml");
+    let out = sluice(&["test", &spec, "--junit", &junit.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("- missing    {\"customer_id\":7"), "{stdout}");
+    assert!(stdout.contains("\"total\":401.0"), "{stdout}");
+    assert!(stdout.contains("+ unexpected {\"customer_id\":7"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("failures=\"1\"") && xml.contains("<failure message="), "{xml}");
+
+    let out = sluice(&["test", "--update", &spec]);
+    assert_eq!(out.status.code(), Some(0));
+    let updated = std::fs::read_to_string(&spec).unwrap();
+    assert!(updated.contains("total: 400.0"), "{updated}");
+    assert!(updated.starts_with("# yaml-language-server"), "the rest of the file is kept");
+    let out = sluice(&["test", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn stdout_sink_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "p.yaml",
+        "version: 1\nname: p\nsources:\n  g: { connector: datagen, count: 5, seed: 1, schema: { n: { type: bigint, sequence: true } } }\nsinks:\n  out: { connector: stdout, input: g }\n",
+    );
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut ns: Vec<i64> = lines.iter().map(|l| l["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, vec![0, 1, 2, 3, 4]);
+}
