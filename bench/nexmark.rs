@@ -1,0 +1,178 @@
+//! Nexmark q0, q1, q2, q5 and q7 through the release `sluice` binary, over the `nexmark`
+//! generator and over the same bids written to JSON lines and Parquet files.
+//!
+//! Each run is a child process; its wall time gives events per second and `wait4` gives
+//! its peak resident memory. Baselines measured in the same run: a bare Arrow JSON decode of
+//! the same JSON-lines file (what q0 over JSON lines is compared with), and the stateless
+//! queries again over 10× the input (their peak memory must stay flat).
+//!
+//! `cargo bench --bench nexmark`. Knobs: `SLUICE_BENCH_EVENTS` (bids, default 1,000,000),
+//! `SLUICE_BENCH_BIG_GB` (also run q0 over a JSON-lines file of about this many GB).
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const QUERIES: [&str; 5] = ["q0", "q1", "q2", "q5", "q7"];
+
+fn transforms(query: &str) -> &'static str {
+    match query {
+        "q0" => "",
+        "q1" => {
+            "transforms:\n  out: { type: select, input: bids, columns: { auction: auction, bidder: bidder, price: \"price * 0.908\", date_time: date_time } }\n"
+        }
+        "q2" => {
+            "transforms:\n  out: { type: sql, input: bids, query: \"SELECT auction, price FROM bids WHERE auction % 123 = 0\" }\n"
+        }
+        "q5" => {
+            "transforms:\n  out: { type: window_aggregate, input: bids, key: [auction], window: { type: hopping, size: 10s, slide: 2s }, aggregates: { bids: \"count(*)\" } }\n"
+        }
+        "q7" => {
+            "transforms:\n  out: { type: window_aggregate, input: bids, window: { type: tumbling, size: 10s }, aggregates: { top_price: \"max(price)\" } }\n"
+        }
+        _ => unreachable!(),
+    }
+}
+
+const BID_SCHEMA: &str = "{ auction: bigint, bidder: bigint, price: bigint, channel: string, url: string, date_time: timestamp, extra: string }";
+
+fn source(mode: &str, events: u64, data: &Path) -> String {
+    match mode {
+        "generator" => format!(
+            "  bids: {{ connector: datagen, nexmark: {{ table: bids }}, count: {events}, seed: 1, event_time: {{ column: date_time, max_out_of_orderness: 1s }} }}\n"
+        ),
+        format => format!(
+            "  bids: {{ connector: file, path: \"{}\", format: {format}, schema: {BID_SCHEMA}, event_time: {{ column: date_time, max_out_of_orderness: 1s }} }}\n",
+            data.display()
+        ),
+    }
+}
+
+fn spec(query: &str, mode: &str, events: u64, data: &Path) -> String {
+    let input = if query == "q0" { "bids" } else { "out" };
+    format!(
+        "version: 1\nname: nexmark-{query}\nparallelism: 1\nsources:\n{}{}sinks:\n  nowhere: {{ connector: blackhole, input: {input} }}\n",
+        source(mode, events, data),
+        transforms(query)
+    )
+}
+
+/// Runs `sluice` with `args`; returns (seconds, peak RSS in MB).
+#[allow(clippy::zombie_processes)] // `wait4` below reaps the child and reads its usage.
+fn measure(bin: &Path, args: &[&str]) -> (f64, f64) {
+    let started = Instant::now();
+    let child = Command::new(bin).args(args).stdout(std::process::Stdio::null()).spawn().expect("sluice runs");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "sluice {args:?} failed");
+    (seconds, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// Writes `events` bids to `dir/bids.<format>` with sluice itself.
+fn write_bids(bin: &Path, dir: &Path, events: u64, format: &str) -> PathBuf {
+    let out = dir.join(format!("bids-{events}-{format}"));
+    let spec = format!(
+        "version: 1\nname: write-bids\nsources:\n  bids: {{ connector: datagen, nexmark: {{ table: bids }}, count: {events}, seed: 1 }}\nsinks:\n  files: {{ connector: file, input: bids, path: \"{}\", format: {format}, rolling: {{ max_size: 8GB }} }}\n",
+        out.display()
+    );
+    let path = dir.join(format!("write-{events}-{format}.yaml"));
+    std::fs::write(&path, spec).expect("write spec");
+    measure(bin, &["run", "--quiet", &path.to_string_lossy()]);
+    out
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+}
+
+/// Decodes every JSON-lines file in `dir` with Arrow alone; returns seconds.
+fn bare_json_decode(dir: &Path) -> f64 {
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("auction", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("bidder", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("price", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("channel", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("url", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("date_time", sluice::spec::values::timestamp_type(), true),
+        arrow::datatypes::Field::new("extra", arrow::datatypes::DataType::Utf8, true),
+    ]));
+    let started = Instant::now();
+    let mut rows = 0;
+    for f in std::fs::read_dir(dir).expect("dir") {
+        let file = std::fs::File::open(f.expect("entry").path()).expect("open");
+        let reader = arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(8192)
+            .build(BufReader::with_capacity(1 << 20, file))
+            .expect("reader");
+        for b in reader {
+            rows += b.expect("decodes").num_rows();
+        }
+    }
+    assert!(rows > 0);
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
+    let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let big_gb: f64 = std::env::var("SLUICE_BENCH_BIG_GB").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jsonl = write_bids(&bin, dir.path(), events, "jsonl");
+    let parquet = write_bids(&bin, dir.path(), events, "parquet");
+    println!(
+        "nexmark bids: {events} events; jsonl {:.0} MB, parquet {:.0} MB; parallelism 1; release build",
+        dir_size(&jsonl) as f64 / 1e6,
+        dir_size(&parquet) as f64 / 1e6
+    );
+    println!("{:<6} {:<10} {:>10} {:>14} {:>12}", "query", "input", "seconds", "events/s", "peak MB");
+    let mut q0_jsonl = 0.0;
+    for q in QUERIES {
+        for (mode, data) in [("generator", jsonl.as_path()), ("jsonl", jsonl.as_path()), ("parquet", parquet.as_path())]
+        {
+            let path = dir.path().join(format!("{q}-{mode}.yaml"));
+            std::fs::write(&path, spec(q, mode, events, data)).expect("spec");
+            let (s, mb) = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
+            if q == "q0" && mode == "jsonl" {
+                q0_jsonl = s;
+            }
+            println!("{q:<6} {mode:<10} {s:>10.2} {:>14.0} {mb:>12.1}", events as f64 / s);
+        }
+    }
+    let bare = bare_json_decode(&jsonl);
+    println!(
+        "\nbaseline: bare Arrow JSON decode of the same file: {bare:.2} s ({:.0} events/s); q0 over jsonl takes {:.2}× as long",
+        events as f64 / bare,
+        q0_jsonl / bare
+    );
+
+    // Peak memory of stateless queries at 1× and 10× the input.
+    let jsonl10 = write_bids(&bin, dir.path(), events * 10, "jsonl");
+    println!("\npeak memory, 1× vs 10× input ({} vs {} events, JSON lines):", events, events * 10);
+    for q in ["q0", "q1", "q2"] {
+        let mut peaks = Vec::new();
+        for (n, data) in [(events, &jsonl), (events * 10, &jsonl10)] {
+            let path = dir.path().join(format!("{q}-mem-{n}.yaml"));
+            std::fs::write(&path, spec(q, "jsonl", n, data)).expect("spec");
+            peaks.push(measure(&bin, &["run", "--quiet", &path.to_string_lossy()]).1);
+        }
+        println!("  {q}: {:.1} MB → {:.1} MB ({:.2}×)", peaks[0], peaks[1], peaks[1] / peaks[0]);
+    }
+    drop(jsonl10);
+
+    if big_gb > 0.0 {
+        let per_event = dir_size(&jsonl) as f64 / events as f64;
+        let n = (big_gb * 1e9 / per_event) as u64;
+        let big = write_bids(&bin, dir.path(), n, "jsonl");
+        let path = dir.path().join("q0-big.yaml");
+        std::fs::write(&path, spec("q0", "jsonl", n, &big)).expect("spec");
+        let (s, mb) = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
+        println!(
+            "\nq0 over a {:.2} GB JSON-lines file ({n} events): {s:.1} s, {:.0} events/s, peak {mb:.1} MB",
+            dir_size(&big) as f64 / 1e9,
+            n as f64 / s
+        );
+    }
+}
