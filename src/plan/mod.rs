@@ -185,12 +185,14 @@ fn columns(schema: &SchemaRef) -> Vec<Column> {
 
 /// Builds the physical plan of a validated spec.
 pub fn build(v: &Validated) -> PhysicalPlan {
-    build_with(v, None)
+    build_with(v, false)
 }
 
-/// Builds the physical plan with every source forced to `source_parallelism` subtasks (tests
-/// feed given rows through one subtask, so their order is kept).
-pub fn build_with(v: &Validated, source_parallelism: Option<u32>) -> PhysicalPlan {
+/// Builds the physical plan; with `ordered_inputs` (tests) every source runs as one subtask,
+/// and so does every operator that is not keyed and reads only single-subtask operators, so
+/// given rows and watermarks reach each keyed subtask in the order they were given: which
+/// rows are late depends on the test, not on thread timing.
+pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     let p = &v.pipeline;
     let default = p.default_parallelism();
     let backend = match p.state.as_ref().map(|s| s.backend).unwrap_or_default() {
@@ -212,7 +214,7 @@ pub fn build_with(v: &Validated, source_parallelism: Option<u32>) -> PhysicalPla
             role: "source",
             ty: s.name(),
             description: c.describe(),
-            parallelism: source_parallelism.or(c.parallelism()).unwrap_or(default),
+            parallelism: if ordered_inputs { 1 } else { c.parallelism().unwrap_or(default) },
             state: state(c.state()),
             task: 0,
         });
@@ -226,7 +228,17 @@ pub fn build_with(v: &Validated, source_parallelism: Option<u32>) -> PhysicalPla
         }
         let c = t.get();
         let need = c.partitioning();
-        let parallelism = if need == InputPartitioning::Single { 1 } else { c.parallelism().unwrap_or(default) };
+        let single_inputs = c.inputs().iter().all(|(input, _)| {
+            let producer = &v.streams[*input].producer;
+            ops.iter().find(|o| &o.id == producer).is_some_and(|o| o.parallelism == 1)
+        });
+        let parallelism = if need == InputPartitioning::Single
+            || (ordered_inputs && need == InputPartitioning::Forward && single_inputs)
+        {
+            1
+        } else {
+            c.parallelism().unwrap_or(default)
+        };
         for (input, _) in c.inputs() {
             wants.push((stream.producer.clone(), input.to_string(), need.clone()));
         }
@@ -243,12 +255,14 @@ pub fn build_with(v: &Validated, source_parallelism: Option<u32>) -> PhysicalPla
     for (name, s) in &p.sinks {
         let c = s.get();
         wants.push((name.clone(), c.input().to_string(), InputPartitioning::Forward));
+        let producer = &v.streams[c.input()].producer;
+        let single_input = ops.iter().find(|o| &o.id == producer).is_some_and(|o| o.parallelism == 1);
         ops.push(Operator {
             id: name.clone(),
             role: "sink",
             ty: s.name(),
             description: c.describe(),
-            parallelism: c.parallelism().unwrap_or(default),
+            parallelism: if ordered_inputs && single_input { 1 } else { c.parallelism().unwrap_or(default) },
             state: state(c.state()),
             task: 0,
         });

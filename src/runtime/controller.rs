@@ -192,7 +192,7 @@ fn build_error(operator: &str, e: OperatorError) -> JobError {
 pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobError> {
     let started = Instant::now();
     let p = &v.pipeline;
-    let plan = plan::build_with(v, options.test_inputs.as_ref().map(|_| 1));
+    let plan = plan::build_with(v, options.test_inputs.is_some());
     let metrics: HashMap<String, Arc<OperatorMetrics>> =
         plan.operators.iter().map(|o| (o.id.clone(), Arc::new(OperatorMetrics::default()))).collect();
     let par: HashMap<&str, usize> = plan.operators.iter().map(|o| (o.id.as_str(), o.parallelism as usize)).collect();

@@ -243,3 +243,83 @@ fn stdout_sink_prints_json_lines() {
     ns.sort();
     assert_eq!(ns, vec![0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn file_sink_rolls_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "roll.yaml",
+        &format!(
+            "version: 1\nname: roll\nsources:\n  g: {{ connector: datagen, count: 20000, seed: 3, schema: {{ x: bigint, s: {{ type: string, length: 40 }} }} }}\nsinks:\n  out: {{ connector: file, input: g, path: \"{}\", format: csv, rolling: {{ max_size: 100KB }} }}\n",
+            dir.path().join("out").display()
+        ),
+    );
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() >= 5, "about 1 MB in files of about 100 KB: {}", files.len());
+    let mut rows = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.starts_with("x,s\n"), "each CSV file has its header");
+        rows += text.lines().count() - 1;
+        assert!(std::fs::metadata(f).unwrap().len() < 400_000, "rolled near the limit");
+    }
+    assert_eq!(rows, 20000);
+}
+
+#[test]
+fn an_idle_input_does_not_hold_back_windows_and_watched_folders_pick_up_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let spec = write(
+        dir.path(),
+        "idle.yaml",
+        &format!(
+            r#"version: 1
+name: idle
+sources:
+  live:
+    connector: datagen
+    rows_per_second: 1000
+    schema: {{ n: bigint, ts: {{ type: timestamp, min: "2026-01-01T00:00:00Z" }} }}
+    event_time: {{ column: ts }}
+  files:
+    connector: file
+    path: "{incoming}"
+    format: jsonl
+    watch: true
+    schema: {{ n: bigint, ts: timestamp }}
+    event_time: {{ column: ts, idle_timeout: 300ms }}
+transforms:
+  both: {{ type: union, inputs: [live, files] }}
+  per_100ms: {{ type: window_aggregate, input: both, window: {{ type: tumbling, size: 100ms }}, aggregates: {{ rows: "count(*)" }} }}
+sinks:
+  counts: {{ connector: file, input: per_100ms, path: "{counts}", format: jsonl }}
+  copied: {{ connector: file, input: files, path: "{copied}", format: jsonl }}
+"#,
+            incoming = incoming.display(),
+            counts = dir.path().join("counts").display(),
+            copied = dir.path().join("copied").display(),
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--quiet", &spec])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    std::fs::write(incoming.join("late-arrival.jsonl"), "{\"n\": 42, \"ts\": \"2026-01-01T00:00:00.500Z\"}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts = read_lines(&dir.path().join("counts"));
+    assert!(counts.len() >= 5, "windows fired while `files` was idle: {}", counts.len());
+    let copied = read_lines(&dir.path().join("copied"));
+    assert_eq!(copied.len(), 1, "the new file was picked up");
+    assert_eq!(copied[0]["n"], 42);
+}

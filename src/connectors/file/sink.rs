@@ -51,6 +51,7 @@ struct OpenFile {
     path: PathBuf,
     opened: Instant,
     bytes: Arc<AtomicU64>,
+    rows: u64,
 }
 
 impl OpenFile {
@@ -62,6 +63,7 @@ impl OpenFile {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), OperatorError> {
+        self.rows += batch.num_rows() as u64;
         match &mut self.writer {
             Writer::Csv(w) => w.write(batch)?,
             Writer::Json(w) => w.write(batch)?,
@@ -150,7 +152,8 @@ impl FileWriter {
                         .map_err(|e| OperatorError::new(e.to_string()))?,
                 )),
             };
-            self.open.insert(bucket.to_string(), OpenFile { writer, tmp, path, opened: Instant::now(), bytes });
+            self.open
+                .insert(bucket.to_string(), OpenFile { writer, tmp, path, opened: Instant::now(), bytes, rows: 0 });
         }
         Ok(self.open.get_mut(bucket).expect("just opened"))
     }
@@ -204,10 +207,26 @@ impl FileWriter {
 
 impl Operator for FileWriter {
     fn process(&mut self, _: usize, batch: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
-        for (bucket, part) in self.buckets(&batch)? {
-            self.file_for(&bucket)?.write(&part)?;
+        for (bucket, mut part) in self.buckets(&batch)? {
+            // With a size limit, write as many rows as fit (by the size of rows written so
+            // far), roll, and go on with the rest.
+            while part.num_rows() > 0 {
+                let max = self.max_size;
+                let file = self.file_for(&bucket)?;
+                let n = match max {
+                    Some(max) if file.rows > 0 => {
+                        let per_row = (file.size() / file.rows).max(1);
+                        (max.saturating_sub(file.size()) / per_row).clamp(1, part.num_rows() as u64) as usize
+                    }
+                    Some(_) => part.num_rows().min(1024),
+                    None => part.num_rows(),
+                };
+                file.write(&part.slice(0, n))?;
+                part = part.slice(n, part.num_rows() - n);
+                self.roll(false)?;
+            }
         }
-        self.roll(false)
+        Ok(())
     }
 
     fn on_watermark(&mut self, _: i64, _: &mut dyn Output) -> Result<(), OperatorError> {
