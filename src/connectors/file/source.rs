@@ -170,6 +170,20 @@ impl FileReader {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        // Both decoders take bytes until they are full or need more, then flush a batch.
+        fn run(
+            mut rest: &[u8],
+            mut decode: impl FnMut(&[u8]) -> Result<usize, arrow::error::ArrowError>,
+        ) -> Result<(), arrow::error::ArrowError> {
+            while !rest.is_empty() {
+                let n = decode(rest)?;
+                if n == 0 {
+                    break;
+                }
+                rest = &rest[n..];
+            }
+            Ok(())
+        }
         match self.format {
             FileFormat::Csv => {
                 let mut d = arrow::csv::ReaderBuilder::new(self.schema.clone())
@@ -177,28 +191,14 @@ impl FileReader {
                     .with_delimiter(self.delimiter)
                     .with_batch_size(CHUNK_LINES + 1)
                     .build_decoder();
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    if n == 0 {
-                        break;
-                    }
-                    rest = &rest[n..];
-                }
+                run(bytes, |b| d.decode(b))?;
                 d.flush()
             }
             _ => {
                 let mut d = arrow::json::ReaderBuilder::new(self.schema.clone())
                     .with_batch_size(CHUNK_LINES + 1)
                     .build_decoder()?;
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    if n == 0 {
-                        break;
-                    }
-                    rest = &rest[n..];
-                }
+                run(bytes, |b| d.decode(b))?;
                 d.flush()
             }
         }
