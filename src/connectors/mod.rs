@@ -34,6 +34,12 @@ pub trait Source {
     fn dead_letter(&self) -> Option<&str> {
         None
     }
+    /// Enumerates the units of input (such as files) once at the start; they are dealt to
+    /// subtasks round-robin through [`BuildContext::splits`]. Sources without splits return
+    /// none and divide work by subtask index.
+    fn splits(&self) -> Result<Vec<String>, OperatorError> {
+        Ok(Vec::new())
+    }
     /// Opens the reader of one subtask. `schema` is the schema validation computed.
     fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError>;
 }

@@ -77,6 +77,28 @@ impl Queue {
         }
     }
 
+    /// Like [`Queue::recv`], but gives `None` after `timeout` without a message.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Option<(ChannelId, Message)>, Closed> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if inner.closed {
+                return Err(Closed);
+            }
+            if let Some((from, message, size)) = inner.queue.pop_front() {
+                inner.bytes -= size;
+                drop(inner);
+                self.not_full.notify_all();
+                return Ok(Some((from, message)));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            inner = self.not_empty.wait_timeout(inner, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
     /// Closes the queue: pending and future sends and receives fail.
     pub fn close(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -184,8 +184,12 @@ fn stats(plan: &PhysicalPlan, metrics: &HashMap<String, Arc<OperatorMetrics>>) -
         .collect()
 }
 
-fn build_error(operator: &str, e: OperatorError) -> JobError {
-    JobError { operator: operator.to_string(), subtask: 0, error: e }
+fn build_error(operator: &str, subtask: usize, e: OperatorError) -> JobError {
+    JobError { operator: operator.to_string(), subtask, error: e }
+}
+
+fn nodes_head(plan: &PhysicalPlan, task: usize) -> String {
+    plan.tasks.iter().find(|t| t.id == task).map(|t| t.operators[0].clone()).unwrap_or_default()
 }
 
 /// Runs a validated spec to completion (or until stopped) on this machine.
@@ -228,24 +232,39 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
     }
     let remote: Vec<&plan::Edge> = plan.edges.iter().filter(|e| !e.chained).collect();
 
-    let (events_tx, events_rx) = mpsc::channel::<TaskEvent>();
     let mut captured: IndexMap<String, Arc<Mutex<Vec<RecordBatch>>>> = IndexMap::new();
-    let mut threads = Vec::new();
     let mut test_inputs = options.test_inputs.take();
 
+    // Splits (such as files) are enumerated once per source and dealt round-robin, so every
+    // subtask works from the same list.
+    let mut splits: HashMap<&str, Vec<String>> = HashMap::new();
+    if test_inputs.is_none() {
+        for (name, src) in &p.sources {
+            splits.insert(name, src.get().splits().map_err(|e| build_error(name, 0, e))?);
+        }
+    }
+
+    // Build every subtask before starting any, so a build error leaves nothing running.
+    let mut subtasks = Vec::new();
     for t in &plan.tasks {
         for s in 0..t.parallelism as usize {
             let mut nodes = Vec::new();
             let mut reader: Option<(Box<dyn SourceReader>, Option<WatermarkGen>)> = None;
             for (i, id) in t.operators.iter().enumerate() {
                 let op_meta = plan.operators.iter().find(|o| &o.id == id).expect("operator");
+                let parallelism = op_meta.parallelism as usize;
                 let ctx = BuildContext {
                     operator: id.clone(),
                     subtask: s,
-                    parallelism: op_meta.parallelism as usize,
+                    parallelism,
                     max_parallelism: p.key_groups(),
                     metrics: metrics[id].clone(),
                     stop: options.stop.clone(),
+                    splits: splits
+                        .get(id.as_str())
+                        .map(|all| all.iter().skip(s).step_by(parallelism).cloned().collect())
+                        .unwrap_or_default(),
+                    all_splits: splits.get(id.as_str()).cloned().unwrap_or_default(),
                 };
                 // Output streams of this operator: main first, then side outputs in order.
                 let mut streams = vec![id.clone()];
@@ -255,7 +274,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                         let column = schema.schema.index_of(&et.column).ok()?;
                         Some(WatermarkGen {
                             column,
-                            out_of_orderness: et.max_out_of_orderness.map_or(0, |d| d.as_millis() as i64),
+                            out_of_orderness: et.max_out_of_orderness.map_or(0, |d| d.as_millis_i64()),
                             idle_timeout: et.idle_timeout.map(|d| d.0),
                         })
                     });
@@ -264,7 +283,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                             let events = if s == 0 { inputs.remove(id).unwrap_or_default() } else { Vec::new() };
                             Box::new(TestReader { events: events.into_iter() })
                         }
-                        None => src.get().reader(&ctx, schema).map_err(|e| build_error(id, e))?,
+                        None => src.get().reader(&ctx, schema).map_err(|e| build_error(id, s, e))?,
                     };
                     reader = Some((r, wm_gen));
                     streams.extend(src.get().dead_letter().map(str::to_string));
@@ -274,7 +293,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                     let inputs: Vec<(&str, &crate::spec::check::StreamSchema)> =
                         c.inputs().iter().map(|(n, _)| (*n, &v.streams[*n].schema)).collect();
                     streams.extend(c.side_outputs().iter().map(|(n, _)| n.to_string()));
-                    c.operator(&ctx, &inputs, &v.streams[id].schema).map_err(|e| build_error(id, e))?
+                    c.operator(&ctx, &inputs, &v.streams[id].schema).map_err(|e| build_error(id, s, e))?
                 } else {
                     let sink = p.sinks.get(id).expect("operators are sources, transforms or sinks");
                     if options.capture_sinks {
@@ -282,7 +301,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                         Box::new(Capture(store))
                     } else {
                         let input = &v.streams[sink.get().input()].schema;
-                        sink.get().writer(&ctx, input).map_err(|e| build_error(id, e))?
+                        sink.get().writer(&ctx, input).map_err(|e| build_error(id, s, e))?
                     }
                 };
                 let is_tail = i + 1 == t.operators.len();
@@ -305,28 +324,60 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                     .collect();
                 nodes.push(Node { id: id.clone(), op, outputs, metrics: metrics[id].clone() });
             }
-            let tx = events_tx.clone();
-            let task = t.id;
             let queue = queues.get(&(t.id, s)).cloned();
-            let mut chans = channels.remove(&(t.id, s)).unwrap_or_default();
-            let stop = options.stop.clone();
-            let name = format!("{}#{s}", t.operators[0]);
-            let handle = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || {
-                    let result: Result<(), TaskFailure> = match (reader, queue) {
-                        (Some((r, wm_gen)), _) => run_source(r, &mut nodes, wm_gen, &stop),
-                        (None, Some(q)) => run_queue(&q, &mut chans, &mut nodes),
-                        (None, None) => Ok(()),
-                    };
-                    let event = match result {
-                        Ok(()) => TaskEvent::Finished { task, subtask: s },
-                        Err(f) => TaskEvent::Failed { task, subtask: s, operator: f.operator, error: f.error },
-                    };
-                    let _ = tx.send(event);
+            let chans = channels.remove(&(t.id, s)).unwrap_or_default();
+            subtasks.push((t.id, s, nodes, reader, queue, chans));
+        }
+    }
+
+    let (events_tx, events_rx) = mpsc::channel::<TaskEvent>();
+    let mut threads = Vec::new();
+    for (task, s, mut nodes, reader, queue, mut chans) in subtasks {
+        let tx = events_tx.clone();
+        let stop = options.stop.clone();
+        let head = nodes[0].id.clone();
+        let spawned = std::thread::Builder::new().name(format!("{head}#{s}")).spawn(move || {
+            // A panic is a failure like any other: report it, so the job stops instead of
+            // waiting forever for this subtask.
+            let run = std::panic::AssertUnwindSafe(|| match (reader, queue) {
+                (Some((r, wm_gen)), _) => run_source(r, &mut nodes, wm_gen, &stop),
+                (None, Some(q)) => run_queue(&q, &mut chans, &mut nodes),
+                (None, None) => Ok(()),
+            });
+            let result: Result<(), TaskFailure> = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(TaskFailure {
+                    operator: head,
+                    error: OperatorError::new(format!("internal error (panic): {what}")),
                 })
-                .map_err(|e| build_error(&t.operators[0], OperatorError::new(format!("cannot start a thread: {e}"))))?;
-            threads.push(handle);
+            });
+            let event = match result {
+                Ok(()) => TaskEvent::Finished { task, subtask: s },
+                Err(f) => TaskEvent::Failed { task, subtask: s, operator: f.operator, error: f.error },
+            };
+            let _ = tx.send(event);
+        });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                // Stop what already started before reporting.
+                options.stop.store(true, Ordering::SeqCst);
+                for q in queues.values() {
+                    q.close();
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(JobError {
+                    operator: nodes_head(&plan, task),
+                    subtask: s,
+                    error: OperatorError::new(format!("cannot start a thread: {e}")),
+                });
+            }
         }
     }
     drop(events_tx);

@@ -117,6 +117,12 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Called about once a second while no input arrives, for work driven by processing
+    /// time (such as closing files after their rolling interval).
+    fn on_tick(&mut self, _out: &mut dyn Output) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// Called once when every input has ended, before end-of-stream is passed downstream.
     fn on_end(&mut self, _out: &mut dyn Output) -> Result<(), OperatorError> {
         Ok(())
@@ -192,6 +198,10 @@ pub struct BuildContext {
     pub metrics: Arc<OperatorMetrics>,
     /// Set when the job should stop reading input.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// For sources: this subtask's share of the splits (such as files), dealt round-robin.
+    pub splits: Vec<String>,
+    /// For sources: every split enumerated at the start, so a subtask knows what others own.
+    pub all_splits: Vec<String>,
 }
 
 /// The schema of dead-letter streams: which source, the raw record, why, and where.

@@ -106,7 +106,7 @@ fn deliver(nodes: &mut [Node], input: usize, batch: RecordBatch) -> Result<(), O
 type NodeStep<'a> = dyn FnMut(&mut dyn Operator, &mut dyn Output) -> Result<(), OperatorError> + 'a;
 
 /// Runs `f` on the chain's nodes in order, attributing an error to the node at fault.
-fn each_node(nodes: &mut [Node], f: &mut NodeStep<'_>, after_tail: Message) -> Result<(), TaskFailure> {
+fn each_node(nodes: &mut [Node], f: &mut NodeStep<'_>, after_tail: Option<Message>) -> Result<(), TaskFailure> {
     for i in 0..nodes.len() {
         let (head, rest) = nodes.split_at_mut(i + 1);
         let node = &mut head[i];
@@ -116,26 +116,34 @@ fn each_node(nodes: &mut [Node], f: &mut NodeStep<'_>, after_tail: Message) -> R
             return Err(fail(node, e));
         }
     }
+    let Some(message) = after_tail else { return Ok(()) };
     let tail = nodes.last().expect("a chain has nodes");
     for edges in &tail.outputs {
         for e in edges {
-            e.broadcast(after_tail.clone()).map_err(|e| fail(tail, e))?;
+            e.broadcast(message.clone()).map_err(|e| fail(tail, e))?;
         }
     }
     Ok(())
 }
 
 fn watermark(nodes: &mut [Node], w: i64) -> Result<(), TaskFailure> {
-    each_node(nodes, &mut |op, out| op.on_watermark(w, out), Message::Watermark(w))
+    each_node(nodes, &mut |op, out| op.on_watermark(w, out), Some(Message::Watermark(w)))
 }
 
 fn end(nodes: &mut [Node]) -> Result<(), TaskFailure> {
-    each_node(nodes, &mut |op, out| op.on_end(out), Message::End)
+    each_node(nodes, &mut |op, out| op.on_end(out), Some(Message::End))
 }
 
 fn idle(nodes: &mut [Node]) -> Result<(), TaskFailure> {
-    each_node(nodes, &mut |_, _| Ok(()), Message::Idle)
+    each_node(nodes, &mut |_, _| Ok(()), Some(Message::Idle))
 }
+
+fn tick(nodes: &mut [Node]) -> Result<(), TaskFailure> {
+    each_node(nodes, &mut |op, out| op.on_tick(out), None)
+}
+
+/// How often quiet subtasks tick.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Watermark generation at a source.
 pub struct WatermarkGen {
@@ -167,6 +175,7 @@ pub fn run_source(
 ) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
     let mut last_data = Instant::now();
+    let mut last_tick = Instant::now();
     let mut is_idle = false;
     let explicit = reader.explicit_watermarks();
     loop {
@@ -205,6 +214,10 @@ pub fn run_source(
                 }
             }
             SourceEvent::Pending => {
+                if last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    tick(nodes)?;
+                }
                 let timeout = wm_gen.as_ref().and_then(|g| g.idle_timeout);
                 if !is_idle && timeout.is_some_and(|t| last_data.elapsed() >= t) {
                     is_idle = true;
@@ -249,23 +262,32 @@ fn combined(channels: &[ChannelState]) -> Option<i64> {
 /// Runs a subtask fed by `queue` until every channel has ended.
 pub fn run_queue(queue: &Queue, channels: &mut [ChannelState], nodes: &mut [Node]) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
+    // Whether this subtask told its consumers it is idle (all its inputs are).
+    let mut idle_sent = false;
     if channels.is_empty() {
         return end(nodes);
     }
     loop {
-        let Ok((from, message)) = queue.recv() else {
-            return Err(fail(&nodes[0], OperatorError::new("the job is stopping")));
+        let (from, message) = match queue.recv_timeout(TICK) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tick(nodes)?;
+                continue;
+            }
+            Err(_) => return Err(fail(&nodes[0], OperatorError::new("the job is stopping"))),
         };
         let ch = &mut channels[from];
         match message {
             Message::Batch(batch) => {
                 ch.idle = false;
+                idle_sent = false;
                 let input = ch.input;
                 deliver(nodes, input, batch).map_err(|e| fail(&nodes[0], e))?;
                 continue;
             }
             Message::Watermark(w) => {
                 ch.idle = false;
+                idle_sent = false;
                 ch.watermark = ch.watermark.max(w);
             }
             Message::Idle => ch.idle = true,
@@ -274,6 +296,12 @@ pub fn run_queue(queue: &Queue, channels: &mut [ChannelState], nodes: &mut [Node
         if let Some(w) = combined(channels).filter(|w| *w > current) {
             current = w;
             watermark(nodes, w)?;
+        }
+        // Idle inputs everywhere: pass idleness on, so consumers stop waiting for us too.
+        let any_active = channels.iter().any(|c| !c.idle && !c.ended);
+        if !any_active && !idle_sent && !channels.iter().all(|c| c.ended) {
+            idle_sent = true;
+            idle(nodes)?;
         }
         if channels.iter().all(|c| c.ended) {
             return end(nodes);

@@ -45,13 +45,18 @@ impl Duration {
             rest = &rest[unit_len..];
             total = total.saturating_add(n.saturating_mul(millis));
         }
-        let millis = u64::try_from(total).map_err(|_| format!("`{text}` is too large"))?;
-        Ok(Duration(std::time::Duration::from_millis(millis)))
+        let millis = i64::try_from(total).map_err(|_| format!("`{text}` is too large"))?;
+        Ok(Duration(std::time::Duration::from_millis(millis as u64)))
     }
 
     /// Whole milliseconds.
     pub fn as_millis(&self) -> u64 {
         self.0.as_millis() as u64
+    }
+
+    /// Whole milliseconds as event-time arithmetic wants them (parsing caps at `i64::MAX`).
+    pub fn as_millis_i64(&self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
     }
 }
 

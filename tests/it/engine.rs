@@ -36,7 +36,8 @@ fn bad_records_spec(dir: &Path, on_error: &str) -> String {
          {\"id\": 3, \"amount\": 7, \"ts\": \"2026-01-01T00:00:03Z\"}\n\
          not json at all\n\
          {\"id\": 5, \"amount\": 1, \"ts\": null}\n\
-         {\"id\": 6, \"amount\": 2, \"ts\": \"2026-01-01T00:00:06Z\"}\n",
+         {\"id\": 6, \"amount\": 2, \"ts\": \"2026-01-01T00:00:06Z\"}\n\
+         {\"id\": 7, \"amount\": 2, \"ts\": \"2026-01-01T00:00:07Z\"} {\"id\": 8, \"amount\": 2}\n",
     )
     .unwrap();
     let dead = if on_error == "dead_letter" { "dead_letter: rejected" } else { "" };
@@ -91,7 +92,7 @@ fn bad_records_can_be_skipped_or_dead_lettered() {
     let ids: Vec<i64> = read_lines(&dir.path().join("good")).iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![1, 3, 6]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.lines().any(|l| l.starts_with("payments") && l.split_whitespace().nth(4) == Some("3")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("payments") && l.split_whitespace().nth(4) == Some("4")), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let spec = bad_records_spec(dir.path(), "dead_letter");
@@ -99,7 +100,8 @@ fn bad_records_can_be_skipped_or_dead_lettered() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(read_lines(&dir.path().join("good")).len(), 3);
     let rejects = read_lines(&dir.path().join("rejects"));
-    assert_eq!(rejects.len(), 3);
+    assert_eq!(rejects.len(), 4);
+    assert!(rejects.iter().any(|r| r["error"] == "expected one record on the line, found 2"), "{rejects:?}");
     let raws: Vec<&str> = rejects.iter().map(|r| r["raw"].as_str().unwrap()).collect();
     assert!(raws.contains(&"not json at all"), "{raws:?}");
     assert!(rejects.iter().all(|r| r["source"] == "payments" && !r["error"].as_str().unwrap().is_empty()));
@@ -294,7 +296,8 @@ sources:
     schema: {{ n: bigint, ts: timestamp }}
     event_time: {{ column: ts, idle_timeout: 300ms }}
 transforms:
-  both: {{ type: union, inputs: [live, files] }}
+  files_again: {{ type: select, input: files, parallelism: 2, columns: {{ n: n, ts: ts }} }}
+  both: {{ type: union, inputs: [live, files_again] }}
   per_100ms: {{ type: window_aggregate, input: both, window: {{ type: tumbling, size: 100ms }}, aggregates: {{ rows: "count(*)" }} }}
 sinks:
   counts: {{ connector: file, input: per_100ms, path: "{counts}", format: jsonl }}
@@ -322,4 +325,108 @@ sinks:
     let copied = read_lines(&dir.path().join("copied"));
     assert_eq!(copied.len(), 1, "the new file was picked up");
     assert_eq!(copied[0]["n"], 42);
+}
+
+#[test]
+fn files_are_dealt_to_subtasks_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut expected = 0;
+    for f in 0..5 {
+        let rows: String = (0..(100 + f * 37)).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+        expected += 100 + f * 37;
+        std::fs::write(data.join(format!("part-{f}.jsonl")), rows).unwrap();
+    }
+    std::fs::write(data.join(".hidden.jsonl"), "{\"n\": 1}\n").unwrap();
+    let spec = write(
+        dir.path(),
+        "split.yaml",
+        &format!(
+            "version: 1\nname: split\nparallelism: 3\nsources:\n  f: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ n: bigint }} }}\nsinks:\n  out: {{ connector: file, input: f, path: \"{}\", format: jsonl }}\n",
+            data.display(),
+            dir.path().join("out").display()
+        ),
+    );
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_lines(&dir.path().join("out")).len(), expected);
+}
+
+#[test]
+fn a_sink_that_cannot_open_stops_the_job_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "s3.yaml",
+        "version: 1\nname: s3\nsources:\n  g: { connector: datagen, rows_per_second: 10, schema: { x: bigint } }\nsinks:\n  out: { connector: file, input: g, path: \"s3://bucket/out/\", format: jsonl }\n",
+    );
+    let started = Instant::now();
+    let out = sluice(&["run", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator `out`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn extreme_event_times_do_not_break_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("x.jsonl");
+    std::fs::write(
+        &data,
+        format!("{{\"k\": 1, \"ts\": {}}}\n{{\"k\": 1, \"ts\": {}}}\n{{\"k\": 1, \"ts\": 0}}\n", i64::MAX, i64::MIN),
+    )
+    .unwrap();
+    for window in
+        ["{ type: tumbling, size: 1h }", "{ type: hopping, size: 1h, slide: 10m }", "{ type: session, gap: 1h }"]
+    {
+        let spec = write(
+            dir.path(),
+            "x.yaml",
+            &format!(
+                "version: 1\nname: x\nsources:\n  f: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ k: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\ntransforms:\n  w: {{ type: window_aggregate, input: f, key: [k], window: {window}, allowed_lateness: 1d, aggregates: {{ n: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: blackhole, input: w }}\n",
+                data.display()
+            ),
+        );
+        let out = sluice(&["run", "--quiet", &spec]);
+        assert_eq!(out.status.code(), Some(0), "{window}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panic"),
+            "{window}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn time_rolling_closes_files_while_input_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("in");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::write(incoming.join("a.jsonl"), "{\"n\": 1}\n{\"n\": 2}\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "quiet.yaml",
+        &format!(
+            "version: 1\nname: quiet\nsources:\n  f: {{ connector: file, path: \"{}\", format: jsonl, watch: true, schema: {{ n: bigint }} }}\nsinks:\n  out: {{ connector: file, input: f, path: \"{}\", format: jsonl, rolling: {{ interval: 1s }} }}\n",
+            incoming.display(),
+            out_dir.display()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice")).args(["run", "--quiet", &spec]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let finished: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(finished.len(), 1, "the file was closed by its interval while the job ran: {finished:?}");
 }

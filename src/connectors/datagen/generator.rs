@@ -254,7 +254,7 @@ fn column(seed: u64, c: u64, g: &ColumnGen, rows: &[u64]) -> ArrayRef {
         ColumnType::Date => {
             let mut b = Date32Builder::with_capacity(rows.len());
             for &r in rows {
-                let ms = g.start_ms + (r as f64 * g.step_ms) as i64;
+                let ms = g.start_ms.saturating_add((r as f64 * g.step_ms) as i64);
                 b.append_option((!null(r)).then(|| (ms.div_euclid(86_400_000)) as i32));
             }
             Arc::new(b.finish())
@@ -262,7 +262,7 @@ fn column(seed: u64, c: u64, g: &ColumnGen, rows: &[u64]) -> ArrayRef {
         ColumnType::Timestamp => {
             let mut b = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
             for &r in rows {
-                b.append_option((!null(r)).then(|| g.start_ms + (r as f64 * g.step_ms) as i64));
+                b.append_option((!null(r)).then(|| g.start_ms.saturating_add((r as f64 * g.step_ms) as i64)));
             }
             Arc::new(b.finish())
         }

@@ -87,7 +87,9 @@ pub struct FileSource {
     /// CSV options, for `format: csv`.
     #[serde(default)]
     pub csv: Option<CsvOptions>,
-    /// Keep watching the folder for new files instead of ending after the last one.
+    /// Keep watching the folder for new files instead of ending after the last one. New
+    /// files must appear whole: write them under a name starting with `.` or `_` (skipped)
+    /// and rename them when complete.
     #[serde(default)]
     pub watch: bool,
     /// What to do with a record that cannot be read: `fail` (default), `skip` or `dead_letter`.
@@ -152,6 +154,15 @@ impl Source for FileSource {
 
     fn dead_letter(&self) -> Option<&str> {
         self.dead_letter.as_deref()
+    }
+
+    fn splits(&self) -> Result<Vec<String>, OperatorError> {
+        let path = self.path.resolve().map_err(OperatorError::new)?;
+        let files = source::list_files(&path)?;
+        if files.is_empty() && !self.watch {
+            return Err(OperatorError::new(format!("no files match `{path}`")));
+        }
+        Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
     }
 
     fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError> {

@@ -233,6 +233,10 @@ impl Operator for FileWriter {
         self.roll(false)
     }
 
+    fn on_tick(&mut self, _: &mut dyn Output) -> Result<(), OperatorError> {
+        self.roll(false)
+    }
+
     fn on_end(&mut self, _: &mut dyn Output) -> Result<(), OperatorError> {
         self.roll(true)
     }

@@ -88,19 +88,10 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// The reader of subtask `ctx.subtask`; lists the files now.
+    /// The reader of subtask `ctx.subtask`, for the files dealt to it.
     pub fn new(cfg: &FileSource, ctx: &BuildContext, schema: &StreamSchema) -> Result<Self, OperatorError> {
         let path = cfg.path.resolve().map_err(OperatorError::new)?;
-        let all = list_files(&path)?;
-        if all.is_empty() && !cfg.watch {
-            return Err(OperatorError::new(format!("source `{}`: no files match `{path}`", ctx.operator)));
-        }
-        let mine: VecDeque<PathBuf> = all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let mine: VecDeque<PathBuf> = ctx.splits.iter().map(PathBuf::from).collect();
         let total: u64 = mine.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         if !cfg.watch {
             OperatorMetrics::add(&ctx.metrics.bytes_total, total);
@@ -115,7 +106,7 @@ impl FileReader {
             schema: schema.schema.clone(),
             on_error: cfg.on_error,
             event_time: schema.event_time.as_ref().and_then(|c| schema.schema.index_of(c).ok()),
-            seen: all.into_iter().collect(),
+            seen: ctx.all_splits.iter().map(PathBuf::from).collect(),
             files: mine,
             open: None,
             watch: cfg.watch,
@@ -127,7 +118,8 @@ impl FileReader {
         })
     }
 
-    /// Picks up files that appeared since the last look; each goes to one subtask by name.
+    /// Picks up files that appeared since the last look; each goes to one subtask, chosen by
+    /// a hash of its name that every subtask computes alike.
     fn rescan(&mut self) -> Result<(), OperatorError> {
         self.last_scan = Instant::now();
         for f in list_files(&self.path)? {
@@ -170,37 +162,51 @@ impl FileReader {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        // Both decoders take bytes until they are full or need more, then flush a batch.
-        fn run(
-            mut rest: &[u8],
-            mut decode: impl FnMut(&[u8]) -> Result<usize, arrow::error::ArrowError>,
-        ) -> Result<(), arrow::error::ArrowError> {
-            while !rest.is_empty() {
-                let n = decode(rest)?;
-                if n == 0 {
-                    break;
-                }
-                rest = &rest[n..];
-            }
-            Ok(())
-        }
+        // Both decoders take bytes until their batch is full (then they take none until
+        // flushed) or the input is used up; every byte is decoded.
+        let mut batches = Vec::new();
         match self.format {
             FileFormat::Csv => {
                 let mut d = arrow::csv::ReaderBuilder::new(self.schema.clone())
                     .with_header(false)
                     .with_delimiter(self.delimiter)
-                    .with_batch_size(CHUNK_LINES + 1)
+                    .with_batch_size(CHUNK_LINES)
                     .build_decoder();
-                run(bytes, |b| d.decode(b))?;
-                d.flush()
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    rest = &rest[n..];
+                    if d.capacity() == 0 {
+                        batches.extend(d.flush()?);
+                    } else if n == 0 {
+                        break;
+                    }
+                }
+                batches.extend(d.flush()?);
             }
             _ => {
                 let mut d = arrow::json::ReaderBuilder::new(self.schema.clone())
-                    .with_batch_size(CHUNK_LINES + 1)
+                    .with_batch_size(CHUNK_LINES)
                     .build_decoder()?;
-                run(bytes, |b| d.decode(b))?;
-                d.flush()
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    rest = &rest[n..];
+                    if n == 0 {
+                        // Full: flush, or stop if flushing frees nothing (input it cannot take).
+                        match d.flush()? {
+                            Some(b) => batches.push(b),
+                            None => break,
+                        }
+                    }
+                }
+                batches.extend(d.flush()?);
             }
+        }
+        match batches.len() {
+            0 => Ok(None),
+            1 => Ok(batches.pop()),
+            _ => Ok(Some(concat_batches(&self.schema, &batches)?)),
         }
     }
 
@@ -260,16 +266,16 @@ impl FileReader {
         }
         let path = path.display().to_string();
         let _ = first_line;
-        match self.decode(&buf) {
-            Ok(batch) => {
-                let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
+        // The fast path needs one record per line; anything else is sorted out line by line.
+        match self.decode(&buf).map(|b| b.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))) {
+            Ok(batch) if batch.num_rows() == starts.len() => {
                 if let Some(nulls) = self.null_event_times(&batch) {
                     let lines: Vec<(usize, u64)> = starts.clone();
                     return self.split_out(batch, &nulls, &buf, &lines, &path).map(Some);
                 }
                 Ok(Some(batch))
             }
-            Err(_) => {
+            _ => {
                 // Find the bad records one by one.
                 let mut good = Vec::new();
                 let mut bad = Vec::new();
@@ -285,7 +291,11 @@ impl FileReader {
                                 good.push(b);
                             }
                         }
-                        Ok(_) => bad.push((raw, "not a record".into(), format!("{path}:{line_no}"))),
+                        Ok(b) => {
+                            let n = b.map_or(0, |b| b.num_rows());
+                            let why = format!("expected one record on the line, found {n}");
+                            bad.push((raw, why, format!("{path}:{line_no}")))
+                        }
                         Err(e) => bad.push((raw, e.to_string(), format!("{path}:{line_no}"))),
                     }
                 }

@@ -161,13 +161,13 @@ impl WindowOperator {
             aggs.push(AggSpec { kind, arg, out_type });
         }
         let window = match &spec.window {
-            Window::Tumbling { size } => (size.as_millis() as i64, size.as_millis() as i64, false),
-            Window::Hopping { size, slide } => (size.as_millis() as i64, slide.as_millis() as i64, false),
-            Window::Session { gap } => (gap.as_millis() as i64, 0, true),
+            Window::Tumbling { size } => (size.as_millis_i64(), size.as_millis_i64(), false),
+            Window::Hopping { size, slide } => (size.as_millis_i64(), slide.as_millis_i64(), false),
+            Window::Session { gap } => (gap.as_millis_i64(), 0, true),
         };
         Ok(WindowOperator {
             window,
-            lateness: spec.allowed_lateness.map_or(0, |d| d.as_millis() as i64),
+            lateness: spec.allowed_lateness.map_or(0, |d| d.as_millis_i64()),
             key_cols,
             ts_col,
             aggs,
@@ -209,22 +209,22 @@ impl WindowOperator {
 
     /// Whether a window ending at `end` no longer accepts rows.
     fn is_late(&self, end: i64) -> bool {
-        end - 1 + self.lateness <= self.watermark
+        end.saturating_sub(1).saturating_add(self.lateness) <= self.watermark
     }
 
     /// Whether a window ending at `end` has already fired.
     fn is_due(&self, end: i64) -> bool {
-        end - 1 <= self.watermark
+        end.saturating_sub(1) <= self.watermark
     }
 
     /// Timers for a new window: fire at its end (unless already due; it is then emitted
     /// with the batch), clean up after the allowed lateness.
     fn register(&mut self, key: &[u8], start: i64, end: i64) {
         if !self.is_due(end) {
-            self.timers.register(end - 1, key, (start, end, FIRE));
+            self.timers.register(end.saturating_sub(1), key, (start, end, FIRE));
         }
         if self.lateness > 0 {
-            self.timers.register(end - 1 + self.lateness, key, (start, end, CLEANUP));
+            self.timers.register(end.saturating_sub(1).saturating_add(self.lateness), key, (start, end, CLEANUP));
         }
     }
 
@@ -357,14 +357,22 @@ impl WindowOperator {
                 continue;
             }
             let t = ts.value(r);
-            let mut start = t - t.rem_euclid(slide);
+            // Event times so close to the ends of the i64 range that their window cannot be
+            // represented are treated as late; the rest use saturating arithmetic.
+            let Some(mut start) = t.checked_sub(t.rem_euclid(slide)) else {
+                late.push(r as u32);
+                continue;
+            };
             let mut accepted = false;
-            while start > t - size {
-                if !self.is_late(start + size) {
+            while start > t.saturating_sub(size) {
+                if !self.is_late(start.saturating_add(size)) {
                     groups.entry((key_rows.row(r).data(), start)).or_default().push(r as u32);
                     accepted = true;
                 }
-                start -= slide;
+                match start.checked_sub(slide) {
+                    Some(s) => start = s,
+                    None => break,
+                }
             }
             if !accepted {
                 late.push(r as u32);
@@ -374,7 +382,7 @@ impl WindowOperator {
         let mut order: Vec<_> = groups.into_iter().collect();
         order.sort_by(|a, b| a.0.cmp(&b.0));
         for ((key, start), rows) in order {
-            let ns = (start, start + size);
+            let ns = (start, start.saturating_add(size));
             let mut acc = match self.windows.get(key, &ns) {
                 Some(acc) => acc,
                 None => {
@@ -418,7 +426,7 @@ impl WindowOperator {
             let mut sessions = self.sessions.get(key, &());
             for r in rows {
                 let t = ts.value(r as usize);
-                let (start, end) = (t, t + gap);
+                let (start, end) = (t, t.saturating_add(gap));
                 let overlapping: Vec<usize> =
                     (0..sessions.len()).filter(|&i| sessions[i].start < end && start < sessions[i].end).collect();
                 if overlapping.is_empty() && self.is_late(end) {
