@@ -78,6 +78,7 @@ codes! {
     ColumnConflict = "E0311", Error, "two output columns share a name";
     UnknownTestColumn = "E0312", Error, "a test row names a column the source does not have";
     UnknownFunction = "E0313", Error, "an expression calls a function that does not exist";
+    TestValueType = "E0314", Error, "a test row's value does not fit its column's type";
 }
 
 impl fmt::Display for Code {

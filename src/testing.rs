@@ -35,6 +35,9 @@ pub struct Outcome {
     pub actual: IndexMap<String, Vec<Row>>,
     /// Wall time.
     pub seconds: f64,
+    /// Whether the test could not run at all (bad input rows, a failing pipeline); such a
+    /// test has no result to `--update` from.
+    pub errored: bool,
 }
 
 impl Outcome {
@@ -201,11 +204,18 @@ fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInpu
 /// Runs one test.
 pub fn run_test(v: &Validated, test: &TestCase) -> Outcome {
     let started = std::time::Instant::now();
-    let mut outcome = Outcome { name: test.name.clone(), failures: Vec::new(), actual: IndexMap::new(), seconds: 0.0 };
+    let mut outcome = Outcome {
+        name: test.name.clone(),
+        failures: Vec::new(),
+        actual: IndexMap::new(),
+        seconds: 0.0,
+        errored: false,
+    };
     let inputs = match inputs(v, test) {
         Ok(i) => i,
         Err(e) => {
             outcome.failures.push(e);
+            outcome.errored = true;
             return outcome;
         }
     };
@@ -222,7 +232,10 @@ pub fn run_test(v: &Validated, test: &TestCase) -> Outcome {
                 }
             }
         }
-        Err(e) => outcome.failures.push(format!("the pipeline failed: {e}")),
+        Err(e) => {
+            outcome.failures.push(format!("the pipeline failed: {e}"));
+            outcome.errored = true;
+        }
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome
@@ -258,8 +271,9 @@ fn toml_value(v: &Value) -> toml_edit::Value {
         Value::String(s) => toml_edit::Value::from(s.as_str()),
         Value::Array(a) => toml_edit::Value::Array(a.iter().map(toml_value).collect()),
         Value::Object(o) => {
+            // TOML has no null: a null column is left out (and so not compared).
             let mut t = toml_edit::InlineTable::new();
-            for (k, v) in o {
+            for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
                 t.insert(k, toml_value(v));
             }
             toml_edit::Value::InlineTable(t)
@@ -312,30 +326,38 @@ pub fn update_text(
                 let Some((key, value)) = map.member_range(&ptr) else {
                     return Err(format!("test `{}` has no `expect:` to update; add `expect: {{}}`", test.name));
                 };
+                let expectations = new_expectations(test, outcome);
+                // In flow style (`expect: { ... }`, or a test written on one line) the new
+                // value is written in flow style in place of the old one; in block style as
+                // an indented block after the key.
+                let flow = text[value.clone()].starts_with('{') || map.in_flow(&ptr);
+                if flow || expectations.is_empty() {
+                    let obj: Map<String, Value> = expectations
+                        .into_iter()
+                        .map(|(k, rows)| (k, Value::Array(rows.into_iter().map(Value::Object).collect())))
+                        .collect();
+                    let rendered = if obj.is_empty() { "{}".to_string() } else { yaml_value(&Value::Object(obj)) };
+                    edits.push((value.start, value.end, rendered));
+                    continue;
+                }
                 let indent = map.span(key.clone()).column - 1;
                 let pad = " ".repeat(indent + 2);
-                let mut block = String::from(":\n");
-                for (sink, rows) in new_expectations(test, outcome) {
-                    block.push_str(&format!("{pad}{}:", yaml_key(&sink)));
+                let mut block = String::from(":");
+                for (sink, rows) in expectations {
+                    block.push_str(&format!("\n{pad}{}:", yaml_key(&sink)));
                     if rows.is_empty() {
-                        block.push_str(" []\n");
-                        continue;
+                        block.push_str(" []");
                     }
-                    block.push('\n');
                     for r in rows {
-                        block.push_str(&format!("{pad}  - {}\n", yaml_value(&Value::Object(r))));
+                        block.push_str(&format!("\n{pad}  - {}", yaml_value(&Value::Object(r))));
                     }
                 }
-                if block == ":\n" {
-                    block = ": {}\n".into();
-                }
+                // The rest of the value's last line (a newline, a comment) stays.
                 edits.push((key.end, value.end, block));
             }
             let mut out = text.to_string();
-            for (start, end, block) in edits.into_iter().rev() {
-                // Keep what follows the value on its last line (a newline or a comment).
-                let end = out[end..].find('\n').map_or(out.len(), |n| end + n + 1);
-                out.replace_range(start..end, &block);
+            for (start, end, replacement) in edits.into_iter().rev() {
+                out.replace_range(start..end, &replacement);
             }
             Ok(out)
         }

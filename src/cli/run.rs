@@ -116,6 +116,9 @@ pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyh
 /// `sluice test`.
 pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let files = spec_files(paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no spec files (*.yaml, *.yml, *.toml) found");
+    }
     let (mut passed, mut failed) = (0, 0);
     let mut results = Vec::new();
     for file in &files {
@@ -130,7 +133,7 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
         let mut outcomes = Vec::new();
         for t in &validated.pipeline.tests {
             let o = testing::run_test(validated, t);
-            if o.passed() || update {
+            if o.passed() || (update && !o.errored) {
                 passed += 1;
                 writeln!(out, "test {} :: {} ... ok", file.display(), o.name)?;
             } else {
@@ -142,7 +145,9 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
             }
             outcomes.push(o);
         }
-        if update && !outcomes.is_empty() {
+        if update && outcomes.iter().any(|o| o.errored) {
+            writeln!(out, "not updating {}: a test could not run", file.display())?;
+        } else if update && !outcomes.is_empty() {
             let syntax = spec::loader::Syntax::from_path(file).expect("spec files have a spec extension");
             match testing::update_text(report.map.text(), syntax, &report.map, &validated.pipeline.tests, &outcomes) {
                 Ok(text) if text != report.map.text() => {

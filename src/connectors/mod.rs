@@ -103,18 +103,20 @@ registry! {
     }
 }
 
-/// Checks a source's `event_time` against its schema and returns the event-time column.
+/// Checks a source's `event_time` against its schema and returns the event-time column
+/// (`Ok(None)` without one); `Err(())` when it was reported as wrong.
+#[allow(clippy::result_unit_err)]
 pub fn check_event_time(
     cx: &mut Checker,
     ptr: &str,
     schema: &arrow::datatypes::Schema,
     event_time: Option<&crate::spec::values::EventTime>,
-) -> Option<String> {
+) -> Result<Option<String>, ()> {
     use crate::diagnostics::{Code, did_you_mean};
-    let et = event_time?;
+    let Some(et) = event_time else { return Ok(None) };
     let at = format!("{ptr}/event_time/column");
     match schema.field_with_name(&et.column) {
-        Ok(f) if crate::spec::values::is_timestamp(f.data_type()) => Some(et.column.clone()),
+        Ok(f) if crate::spec::values::is_timestamp(f.data_type()) => Ok(Some(et.column.clone())),
         Ok(f) => {
             cx.error(
                 Code::EventTimeColumn,
@@ -126,7 +128,7 @@ pub fn check_event_time(
                 ),
             )
             .help = Some(format!("declare `{}: timestamp` in the schema", et.column));
-            None
+            Err(())
         }
         Err(_) => {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -134,7 +136,7 @@ pub fn check_event_time(
                 .unwrap_or_else(|| format!("the schema has columns: {}", names.join(", ")));
             cx.error(Code::EventTimeColumn, &at, format!("event-time column `{}` is not in the schema", et.column))
                 .help = Some(help);
-            None
+            Err(())
         }
     }
 }

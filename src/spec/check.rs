@@ -328,7 +328,26 @@ pub fn clean(e: &DataFusionError) -> String {
         s = head;
     }
     let s = s.trim_end_matches('.');
-    s.replace("Cannot infer common argument type for comparison operation", "cannot compare")
+    humanize_types(&s.replace("Cannot infer common argument type for comparison operation", "cannot compare"))
+}
+
+/// Arrow type names in messages replaced by the spec's (`Float64` → `double`).
+fn humanize_types(text: &str) -> String {
+    const NAMES: [(&str, &str); 12] = [
+        ("Timestamp(Millisecond, Some(\"UTC\"))", "timestamp"),
+        ("Timestamp(ms, \"UTC\")", "timestamp"),
+        ("Timestamp(Millisecond, None)", "timestamp"),
+        ("Utf8View", "string"),
+        ("LargeUtf8", "string"),
+        ("Utf8", "string"),
+        ("Float64", "double"),
+        ("Float32", "float"),
+        ("Int64", "bigint"),
+        ("Int32", "int"),
+        ("Boolean", "boolean"),
+        ("Date32", "date"),
+    ];
+    NAMES.iter().fold(text.to_string(), |t, (from, to)| t.replace(from, to))
 }
 
 fn missing_table(e: &DataFusionError) -> Option<String> {

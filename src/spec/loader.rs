@@ -110,10 +110,38 @@ impl SourceMap {
     /// value is written verbatim on one line (plain or simply quoted); otherwise the value.
     pub fn span_within(&self, pointer: &str, offset: usize, len: usize) -> Span {
         let Some((found, e)) = self.nearest(pointer) else { return self.span(0..0) };
-        if found != pointer {
+        if found != pointer || len == 0 {
             return self.span(e.value.clone());
         }
         let raw = &self.text[e.value.clone()];
+        if raw.contains('\n') && !raw.starts_with(['"', '\'']) {
+            // A block or multi-line plain scalar: its lines after the first are indented
+            // alike, and that indentation is not part of the value. (Folding turns line
+            // breaks into spaces, one byte each, so offsets map the same way.)
+            let header = raw.starts_with(['|', '>']);
+            let lines: Vec<&str> = raw.split('\n').collect();
+            let body = if header { &lines[1..] } else { &lines[..] };
+            let indent = body[1..]
+                .iter()
+                .chain(if header { body.first() } else { None })
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let mut at = e.value.start + if header { lines[0].len() + 1 } else { 0 };
+            let mut remaining = offset;
+            for (n, line) in body.iter().enumerate() {
+                let skip = if n == 0 && !header { 0 } else { indent.min(line.len()) };
+                let content = &line[skip..];
+                if remaining <= content.len() {
+                    let start = at + skip + remaining;
+                    return self.span(start..(start + len).min(at + line.len()));
+                }
+                remaining -= content.len() + 1;
+                at += line.len() + 1;
+            }
+            return self.span(e.value.clone());
+        }
         let inner = raw
             .strip_prefix('"')
             .and_then(|s| s.strip_suffix('"'))
@@ -141,6 +169,21 @@ impl SourceMap {
     pub fn member_range(&self, pointer: &str) -> Option<(Range<usize>, Range<usize>)> {
         let e = self.entries.get(pointer)?;
         Some((e.key.clone()?, e.value.start..e.end.max(e.value.end)))
+    }
+
+    /// Whether the value at `pointer` sits inside a flow collection (`{ ... }` or `[ ... ]`),
+    /// where block syntax cannot be written.
+    pub fn in_flow(&self, pointer: &str) -> bool {
+        let mut p = pointer;
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if let Some(e) = self.entries.get(p)
+                && matches!(self.text.as_bytes().get(e.value.start), Some(b'{' | b'['))
+            {
+                return true;
+            }
+        }
+        false
     }
 
     fn end_of(&self, pointer: &str) -> usize {
@@ -199,6 +242,13 @@ impl<'a> YamlLoader<'a> {
 
     fn range(&self, span: saphyr_parser::Span) -> Range<usize> {
         self.byte(span.start.index())..self.byte(span.end.index())
+    }
+
+    /// A scalar's range without the whitespace the parser may include after it.
+    fn trimmed(&self, span: saphyr_parser::Span) -> Range<usize> {
+        let r = self.range(span);
+        let text = self.map.text.get(r.clone()).unwrap_or_default();
+        r.start..r.start + text.trim_end().len()
     }
 
     /// Where a container that started at `start` ends: past its closing bracket when it is
@@ -271,7 +321,7 @@ impl<'a> YamlLoader<'a> {
         key: Option<Range<usize>>,
         depth: usize,
     ) -> Result<Value, Fatal> {
-        let start = self.range(span);
+        let start = if matches!(ev, Event::Scalar(..)) { self.trimmed(span) } else { self.range(span) };
         if depth > MAX_DEPTH {
             let s = self.map.span(start);
             self.problems.push((Code::UnsupportedDocument, format!("nesting deeper than {MAX_DEPTH} levels"), s, None));
@@ -315,9 +365,11 @@ impl<'a> YamlLoader<'a> {
             }
             Event::MappingStart(anchor, _) => {
                 let mut obj = Map::new();
+                // Keys that came from a `<<` merge; a key given here overrides them.
+                let mut merged_keys: Vec<String> = Vec::new();
                 loop {
                     let (ev, kspan) = self.next()?;
-                    let krange = self.range(kspan);
+                    let krange = self.trimmed(kspan);
                     let key_text = match ev {
                         Event::MappingEnd => {
                             end = self.container_end(start.start, kspan, end);
@@ -341,6 +393,31 @@ impl<'a> YamlLoader<'a> {
                     };
                     let child = push_pointer(&pointer, &key_text);
                     let (ev, vspan) = self.next()?;
+                    if key_text == "<<" {
+                        // A merge key: entries of the merged mapping(s) not given here.
+                        let merged = self.node(ev, vspan, String::from("/?"), None, depth + 1)?;
+                        let sources = match merged {
+                            Value::Array(items) => items,
+                            other => vec![other],
+                        };
+                        for source in sources.into_iter().rev() {
+                            if let Value::Object(entries) = source {
+                                for (k, v) in entries {
+                                    let at = push_pointer(&pointer, &k);
+                                    if !obj.contains_key(&k) {
+                                        self.map.insert(at, Some(krange.clone()), krange.clone());
+                                        merged_keys.push(k.clone());
+                                        obj.insert(k, v);
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(i) = merged_keys.iter().position(|k| *k == key_text) {
+                        merged_keys.remove(i);
+                        obj.remove(&key_text);
+                    }
                     if obj.contains_key(&key_text) {
                         let first = self.map.key_span(&child);
                         let s = self.map.span(krange.clone());
@@ -455,6 +532,14 @@ fn load_toml(text: &str) -> Loaded {
         }
     };
     let root = doc.as_table();
+    if root.is_empty() {
+        let span = map.span(0..0);
+        return Loaded {
+            value: None,
+            map,
+            diagnostics: vec![(Code::UnsupportedDocument, "the file is empty".into(), span, None)],
+        };
+    }
     let value = toml_table(root, "", &mut map);
     map.insert(String::new(), None, 0..0);
     Loaded { value: Some(value), map, diagnostics: Vec::new() }
@@ -598,6 +683,29 @@ mod tests {
         assert_eq!(&text[b], "- 1\n    - { x: 2 }");
         let (_, c) = l.map.member_range("/a/c").unwrap();
         assert_eq!(&text[c], "[1, 2]");
+    }
+
+    #[test]
+    fn spans_within_flow_mappings_and_block_scalars() {
+        let text = "t: { where: \"amout > 1\" }\nq: |\n  SELECT a\n  FROM b WHERE amont > 1\nx: 1\n";
+        let l = load(text, Syntax::Yaml);
+        let s = l.map.span_within("/t/where", 0, 5);
+        assert_eq!(&text[s.start..s.end], "amout");
+        let q = l.value.unwrap()["q"].as_str().unwrap().to_string();
+        let off = q.find("amont").unwrap();
+        let s = l.map.span_within("/q", off, 5);
+        assert_eq!(&text[s.start..s.end], "amont");
+        assert_eq!((s.line, s.column), (4, 16));
+    }
+
+    #[test]
+    fn yaml_merge_keys() {
+        let text = "base: &b { type: filter, where: \"x > 1\" }\nt:\n  <<: *b\n  where: \"y > 2\"\n";
+        let l = load(text, Syntax::Yaml);
+        let v = l.value.unwrap();
+        assert_eq!(v["t"]["type"], "filter");
+        assert_eq!(v["t"]["where"], "y > 2");
+        assert!(v["t"].get("<<").is_none());
     }
 
     #[test]

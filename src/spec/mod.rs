@@ -273,7 +273,7 @@ pub fn validate_text(file: &Path, text: &str, syntax: Syntax, options: &Options)
         report.diagnostics = diagnostics;
         return report;
     }
-    diagnostics.extend(structure::check(&value, file, &report.map));
+    diagnostics.extend(structure::check(&value, syntax, file, &report.map));
     let (refs, ref_diags) = names::references(&value, file, &report.map, options);
     report.references = refs;
     diagnostics.extend(ref_diags);
@@ -281,11 +281,10 @@ pub fn validate_text(file: &Path, text: &str, syntax: Syntax, options: &Options)
         report.diagnostics = sorted(diagnostics);
         return report;
     }
-    let pipeline: Pipeline = match serde_json::from_value(value) {
+    let pipeline: Pipeline = match serde_path_to_error::deserialize(value) {
         Ok(p) => p,
         Err(e) => {
-            let span = report.map.value_span("");
-            diagnostics.push(Diagnostic::new(Code::InvalidStructure, e.to_string()).at(file, span));
+            diagnostics.push(typed_value_error(&e, file, &report.map));
             report.diagnostics = sorted(diagnostics);
             return report;
         }
@@ -303,6 +302,34 @@ pub fn validate_text(file: &Path, text: &str, syntax: Syntax, options: &Options)
         report.validated = streams.map(|streams| Validated { pipeline, streams });
     }
     report
+}
+
+/// A value that fits the JSON Schema but not its Rust type (a fraction where a whole number
+/// belongs, a number too large, a duration too long), located at its path.
+fn typed_value_error(e: &serde_path_to_error::Error<serde_json::Error>, file: &Path, map: &SourceMap) -> Diagnostic {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in e.path().iter() {
+        match segment {
+            Segment::Map { key } => pointer = loader::push_pointer(&pointer, key),
+            Segment::Seq { index } => pointer = format!("{pointer}/{index}"),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    let field = loader::pointer_tokens(&pointer).last().cloned().unwrap_or_else(|| "value".into());
+    let inner = e.inner().to_string();
+    let (code, message) = if inner.starts_with("invalid type: floating point") {
+        (Code::WrongType, format!("`{field}` must be a whole number"))
+    } else if inner.starts_with("invalid value: integer") {
+        (Code::OutOfRange, format!("`{field}` is out of range ({})", inner.trim_start_matches("invalid value: ")))
+    } else if inner.contains("too large") || inner.contains("duration") {
+        (Code::InvalidDuration, format!("`{field}`: {inner}"))
+    } else {
+        (Code::InvalidStructure, format!("`{field}`: {inner}"))
+    };
+    let mut d = Diagnostic::new(code, message).at(file, map.value_span(&pointer));
+    d.pointer = Some(pointer);
+    d
 }
 
 fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {

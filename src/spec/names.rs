@@ -62,7 +62,8 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
     for (name, ptr, kind) in all {
         let side = kind == Some(Producer::SideOutput);
         if !is_identifier(name) {
-            let msg = format!("`{name}` is not a valid name: use letters, digits and `_`, not starting with a digit");
+            let msg =
+                format!("`{name}` is not a valid name: use ASCII letters, digits and `_`, not starting with a digit");
             if side {
                 cx.error(Code::InvalidName, ptr, msg)
             } else {
@@ -132,7 +133,8 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
         cx.error_at_key(Code::NoSinks, "/sinks", "the pipeline has no sinks, so its results go nowhere").help =
             Some("add a sink, such as `out: { connector: stdout, input: ... }`".into());
     }
-    for (name, ptr, kind) in &defined {
+    // With a broken input, "nothing reads X" is usually the same mistake seen from the other end.
+    for (name, ptr, kind) in defined.iter().filter(|_| !broken) {
         if !read.contains(name.as_str()) {
             let what = match kind {
                 Producer::Source => "source",
@@ -293,10 +295,12 @@ pub fn references(
                                     Reference::Env(name) => std::env::var_os(name)
                                         .is_none()
                                         .then(|| format!("environment variable `{name}` is not set")),
-                                    Reference::File(path) => {
-                                        let base = file.parent().unwrap_or(Path::new("."));
-                                        (!base.join(path).is_file()).then(|| format!("file `{path}` does not exist"))
-                                    }
+                                    // Relative to the working directory, as `run` reads it.
+                                    Reference::File(path) => (!Path::new(path).is_file()).then(|| {
+                                        format!(
+                                            "file `{path}` does not exist (paths are relative to the working directory)"
+                                        )
+                                    }),
                                 };
                                 if let Some(msg) = missing {
                                     let mut d = Diagnostic::new(Code::UnresolvedReference, msg).at(file, span);

@@ -14,7 +14,7 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::loader::{SourceMap, pointer_tokens, push_pointer};
+use super::loader::{SourceMap, Syntax, pointer_tokens, push_pointer};
 use super::values::{BYTE_SIZE_PATTERN, DURATION_PATTERN};
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::diagnostics::{Code, Diagnostic, closest, did_you_mean};
@@ -36,9 +36,9 @@ fn validator() -> &'static (Value, Validator) {
 }
 
 /// Checks `value` against the spec's JSON Schema.
-pub fn check(value: &Value, file: &Path, map: &SourceMap) -> Vec<Diagnostic> {
+pub fn check(value: &Value, syntax: Syntax, file: &Path, map: &SourceMap) -> Vec<Diagnostic> {
     let (schema, validator) = validator();
-    let mut t = Translator { schema, root: value, file, map, out: Vec::new() };
+    let mut t = Translator { schema, syntax, file, map, out: Vec::new() };
     for error in validator.iter_errors(value) {
         t.translate(&error);
     }
@@ -73,7 +73,7 @@ fn fold_misspelt_required(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
 
 struct Translator<'a> {
     schema: &'a Value,
-    root: &'a Value,
+    syntax: Syntax,
     file: &'a Path,
     map: &'a SourceMap,
     out: Vec<Diagnostic>,
@@ -89,6 +89,65 @@ fn context(pointer: &str) -> String {
         (Some("tests"), Some(n)) => format!("test #{}", n.parse::<usize>().map_or(0, |i| i + 1)),
         (Some(section @ ("checkpoints" | "restart" | "state")), _) => format!("`{section}`"),
         _ => "the pipeline".into(),
+    }
+}
+
+/// How a nested place is named: "`window` in transform `w`"; top-level ones as [`context`].
+fn place(pointer: &str) -> String {
+    let t = pointer_tokens(pointer);
+    if t.len() > 2 { format!("`{}` in {}", t[t.len() - 1], context(pointer)) } else { context(pointer) }
+}
+
+/// Whether `e` says the value at `ptr` has the wrong JSON type for its alternative: a type
+/// error, a constant or enumeration of another type, or nested alternatives none of which fit.
+fn mismatches_type(e: &ValidationError, ptr: &str, instance: &Value) -> bool {
+    if e.instance_path().as_str() != ptr {
+        return false;
+    }
+    let other_type = |v: &Value| std::mem::discriminant(v) != std::mem::discriminant(instance);
+    match e.kind() {
+        ValidationErrorKind::Type { .. } => true,
+        ValidationErrorKind::Constant { expected_value } => other_type(expected_value),
+        ValidationErrorKind::Enum { options } => options.as_array().is_some_and(|o| o.iter().all(other_type)),
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            context.iter().all(|b| b.iter().any(|e| mismatches_type(e, ptr, instance)))
+        }
+        _ => false,
+    }
+}
+
+/// The JSON types the alternatives behind `e` would accept at `ptr`, added to `out`.
+fn expected_types(e: &ValidationError, ptr: &str, out: &mut Vec<String>) {
+    if e.instance_path().as_str() != ptr {
+        return;
+    }
+    let mut add = |t: String| {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    match e.kind() {
+        ValidationErrorKind::Type { kind } => match kind {
+            jsonschema::error::TypeKind::Single(t) => add(type_name(&t.to_string()).to_string()),
+            jsonschema::error::TypeKind::Multiple(ts) => {
+                ts.iter().for_each(|t| add(type_name(&t.to_string()).to_string()))
+            }
+        },
+        ValidationErrorKind::Constant { expected_value } => add(json_type(expected_value).to_string()),
+        ValidationErrorKind::Enum { options } => {
+            options.as_array().into_iter().flatten().for_each(|o| add(json_type(o).to_string()))
+        }
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            context.iter().flatten().for_each(|e| expected_types(e, ptr, out))
+        }
+        _ => {}
+    }
+}
+
+fn duration_help(instance: &Value) -> String {
+    match instance.as_u64() {
+        Some(n) => format!("write a duration with its unit, such as `{n}s`, `{n}m` or `{n}ms`"),
+        None => "write a duration with its unit, such as `10s`, `5m` or `1h`".into(),
     }
 }
 
@@ -151,6 +210,14 @@ impl Translator<'_> {
         self.push(d, pointer);
     }
 
+    /// How to write `key` with a value in this file's syntax.
+    fn assign(&self, key: &str) -> String {
+        match self.syntax {
+            Syntax::Yaml => format!("{key}: "),
+            Syntax::Toml => format!("{key} = "),
+        }
+    }
+
     /// The names a discriminator may take at `pointer`, by where it is in the spec.
     fn kinds_at(&self, pointer: &str, key: &str) -> Vec<String> {
         let t = pointer_tokens(pointer);
@@ -184,9 +251,9 @@ impl Translator<'_> {
                 let help = if kinds.is_empty() {
                     None
                 } else {
-                    Some(format!("add `{prop}: ` with one of: {}", kinds.join(", ")))
+                    Some(format!("add `{}` with one of: {}", self.assign(&prop), kinds.join(", ")))
                 };
-                let what = if ptr.is_empty() { "the pipeline".to_string() } else { context(&ptr) };
+                let what = if ptr.is_empty() { "the pipeline".to_string() } else { place(&ptr) };
                 let d_ptr = ptr.clone();
                 self.at_key(Code::MissingField, &d_ptr, format!("{what} is missing required field `{prop}`"), help);
             }
@@ -199,7 +266,8 @@ impl Translator<'_> {
                         names.join(" or ")
                     }
                 };
-                let help = type_help(&ptr, instance);
+                let help = type_help(&ptr, instance)
+                    .or_else(|| e.schema_path().as_str().contains("/Duration").then(|| duration_help(instance)));
                 self.at_value(
                     Code::WrongType,
                     &ptr,
@@ -344,16 +412,23 @@ impl Translator<'_> {
                     })
                 });
             if required_everywhere && obj.is_some_and(|o| !o.contains_key(key)) {
+                // A misspelt discriminator is one mistake, not a missing one.
+                if let Some(typo) = obj.and_then(|o| o.keys().find(|k| closest(k, [key]).is_some())) {
+                    let at = push_pointer(ptr, typo);
+                    let message = format!("unknown key `{typo}` in {}", place(ptr));
+                    self.at_key(Code::UnknownKey, &at, message, Some(format!("did you mean `{key}`?")));
+                    return;
+                }
                 let mut kinds = self.kinds_at(ptr, key);
                 if kinds.is_empty() {
                     kinds = consts;
                 }
-                let what = context(ptr);
+                let add = self.assign(key);
                 self.at_key(
                     Code::MissingField,
                     ptr,
-                    format!("{what} is missing required field `{key}`"),
-                    Some(format!("add `{key}: ` with one of: {}", kinds.join(", "))),
+                    format!("{} is missing required field `{key}`", place(ptr)),
+                    Some(format!("add `{add}` with one of: {}", kinds.join(", "))),
                 );
                 return;
             }
@@ -428,28 +503,14 @@ impl Translator<'_> {
             return;
         }
         // Otherwise by JSON type: drop alternatives whose type does not fit.
-        let fitting: Vec<&Vec<ValidationError>> = branches
-            .iter()
-            .filter(|b| {
-                !b.iter()
-                    .any(|e| e.instance_path().as_str() == ptr && matches!(e.kind(), ValidationErrorKind::Type { .. }))
-            })
-            .collect();
+        let fitting: Vec<&Vec<ValidationError>> =
+            branches.iter().filter(|b| !b.iter().any(|e| mismatches_type(e, ptr, instance))).collect();
         if fitting.is_empty() {
             let mut types: Vec<String> = Vec::new();
-            for e in branches.iter().flatten().filter(|e| e.instance_path().as_str() == ptr) {
-                if let ValidationErrorKind::Type { kind } = e.kind() {
-                    let name = match kind {
-                        jsonschema::error::TypeKind::Single(t) => type_name(&t.to_string()).to_string(),
-                        jsonschema::error::TypeKind::Multiple(ts) => {
-                            ts.iter().map(|t| type_name(&t.to_string())).collect::<Vec<_>>().join(" or ")
-                        }
-                    };
-                    if !types.contains(&name) {
-                        types.push(name);
-                    }
-                }
+            for e in branches.iter().flatten() {
+                expected_types(e, ptr, &mut types);
             }
+            types.retain(|t| t != "null");
             self.at_value(
                 Code::WrongType,
                 ptr,
@@ -460,7 +521,10 @@ impl Translator<'_> {
                     types.join(" or "),
                     json_type(instance)
                 ),
-                type_help(ptr, instance),
+                type_help(ptr, instance).or_else(|| {
+                    let duration = branches.iter().flatten().any(|e| e.schema_path().as_str().contains("/Duration"));
+                    duration.then(|| duration_help(instance))
+                }),
             );
             return;
         }
@@ -484,7 +548,6 @@ impl Translator<'_> {
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
-        let _ = self.root;
         keys.dedup();
         keys
     }

@@ -63,14 +63,34 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
                 let Some(schema) = stream.and_then(|s| streams.get(s)) else { continue };
                 let columns = schema.schema.column_names();
                 for (r, row) in rows.iter().enumerate() {
+                    let ptr = push_pointer(&push_pointer(&format!("/tests/{i}/{field}"), name), &r.to_string());
                     if is_source && row.len() == 1 && row.contains_key("watermark") {
+                        let w = &row["watermark"];
+                        if w.as_str().and_then(crate::connectors::datagen::chrono_like_rfc3339).is_none() {
+                            cx.error(
+                                Code::TestValueType,
+                                &push_pointer(&ptr, "watermark"),
+                                format!("watermark {w} is not an RFC 3339 time"),
+                            )
+                            .help = Some("write it like \"2026-01-01T01:00:00Z\"".into());
+                        }
                         continue;
+                    }
+                    for (key, value) in row {
+                        let Ok(field) = schema.schema.schema.field_with_name(key) else { continue };
+                        if !fits(field, value) {
+                            let ty = crate::plan::type_name(field.data_type());
+                            cx.error(
+                                Code::TestValueType,
+                                &push_pointer(&ptr, key),
+                                format!("{value} is not a {ty} (column `{key}` of `{name}`)"),
+                            );
+                        }
                     }
                     for key in row.keys() {
                         if columns.contains(&key.as_str()) {
                             continue;
                         }
-                        let ptr = push_pointer(&push_pointer(&format!("/tests/{i}/{field}"), name), &r.to_string());
                         let help = did_you_mean(key, columns.iter().copied())
                             .unwrap_or_else(|| format!("`{name}` has columns: {}", columns.join(", ")));
                         cx.error_at_key(
@@ -84,4 +104,15 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
             }
         }
     }
+}
+
+/// Whether `value` decodes as a value of `field` (rows are given to sources as JSON).
+fn fits(field: &arrow::datatypes::Field, value: &serde_json::Value) -> bool {
+    if value.is_null() {
+        return true;
+    }
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![field.clone().with_nullable(true)]));
+    let Ok(mut d) = arrow::json::ReaderBuilder::new(schema).build_decoder() else { return true };
+    let row = serde_json::json!({ field.name(): value }).to_string();
+    d.decode(row.as_bytes()).is_ok() && d.flush().is_ok()
 }

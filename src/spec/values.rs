@@ -208,14 +208,19 @@ pub enum ColumnDecl {
     /// Just the type: `amount: double`.
     Type(ColumnType),
     /// The type and whether it may be null: `amount: { type: double, nullable: false }`.
-    Full {
-        /// The column type.
-        #[serde(rename = "type")]
-        ty: ColumnType,
-        /// Whether the column may hold nulls (default true).
-        #[serde(default = "yes")]
-        nullable: bool,
-    },
+    Full(ColumnOptions),
+}
+
+/// A column's type and options.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnOptions {
+    /// The column type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether the column may hold nulls (default true).
+    #[serde(default = "yes")]
+    pub nullable: bool,
 }
 
 fn yes() -> bool {
@@ -231,7 +236,7 @@ pub fn arrow_schema(decl: &SchemaDecl) -> Arc<Schema> {
         decl.iter()
             .map(|(name, c)| match c {
                 ColumnDecl::Type(t) => Field::new(name, t.arrow(), true),
-                ColumnDecl::Full { ty, nullable } => Field::new(name, ty.arrow(), *nullable),
+                ColumnDecl::Full(c) => Field::new(name, c.ty.arrow(), c.nullable),
             })
             .collect::<Vec<_>>(),
     ))

@@ -56,14 +56,14 @@ fn json_and_github_formats() {
     assert_eq!(first["code"], "E0300");
     assert_eq!(first["severity"], "error");
     assert_eq!(first["span"]["line"], 11);
-    assert_eq!(first["span"]["column"], 46);
+    assert_eq!(first["span"]["column"], 47);
     assert_eq!(first["pointer"], "/transforms/big/where");
     assert_eq!(first["file"], "tests/specs/invalid/unknown-column.yaml");
 
     let out = sluice(&["validate", "--format", "github", "tests/specs/invalid/unknown-column.yaml"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("::error file=tests/specs/invalid/unknown-column.yaml,line=11,col=46,title=sluice E0300::E0300: unknown column `amout`"),
+        text.starts_with("::error file=tests/specs/invalid/unknown-column.yaml,line=11,col=47,title=sluice E0300::E0300: unknown column `amout`"),
         "{text}"
     );
 }

@@ -208,7 +208,8 @@ impl Source for DatagenSource {
                 Arc::new(Schema::new(fields))
             }
         };
-        let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref());
+        // A wrong event-time column is reported once, here, not again by every window below.
+        let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref()).ok()?;
         Some(StreamSchema { schema, event_time })
     }
 

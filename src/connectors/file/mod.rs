@@ -136,7 +136,8 @@ impl Source for FileSource {
             _ => {}
         }
         let schema = arrow_schema(&self.schema);
-        let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref());
+        // A wrong event-time column is reported once, here, not again by every window below.
+        let event_time = check_event_time(cx, ptr, &schema, self.event_time.as_ref()).ok()?;
         Some(StreamSchema { schema, event_time })
     }
 
@@ -158,9 +159,9 @@ impl Source for FileSource {
 
     fn splits(&self) -> Result<Vec<String>, OperatorError> {
         let path = self.path.resolve().map_err(OperatorError::new)?;
-        let files = source::list_files(&path)?;
+        let files = source::list_files(&path, &self.path.0)?;
         if files.is_empty() && !self.watch {
-            return Err(OperatorError::new(format!("no files match `{path}`")));
+            return Err(OperatorError::new(format!("no files match `{}`", self.path.0)));
         }
         Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
     }

@@ -112,7 +112,8 @@ impl FileWriter {
                 ctx.operator
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| OperatorError::new(format!("cannot create folder `{dir}`: {e}")))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", cfg.path.0)))?;
         let run = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
         Ok(FileWriter {
             dir: PathBuf::from(dir),

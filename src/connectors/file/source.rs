@@ -29,17 +29,18 @@ fn is_glob(path: &str) -> bool {
 }
 
 /// The files `path` names now, sorted: a file, the files of a folder, or a glob's matches.
-pub fn list_files(path: &str) -> Result<Vec<PathBuf>, OperatorError> {
+/// Messages show `shown`, the path as the spec writes it, so resolved secrets stay unprinted.
+pub fn list_files(path: &str, shown: &str) -> Result<Vec<PathBuf>, OperatorError> {
     if path.starts_with("s3://") {
         return Err(OperatorError::new(format!(
-            "reading `{path}`: s3:// sources are not supported by `sluice run` yet; use a local path"
+            "reading `{shown}`: s3:// sources are not supported by `sluice run` yet; use a local path"
         )));
     }
     let visible =
         |p: &Path| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with(['.', '_']));
     let mut files: Vec<PathBuf> = if is_glob(path) {
         glob::glob(path)
-            .map_err(|e| OperatorError::new(format!("`{path}` is not a valid glob: {e}")))?
+            .map_err(|e| OperatorError::new(format!("`{shown}` is not a valid glob: {e}")))?
             .filter_map(Result::ok)
             .filter(|p| visible(p))
             .collect()
@@ -47,7 +48,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, OperatorError> {
         let p = Path::new(path);
         if p.is_dir() {
             std::fs::read_dir(p)
-                .map_err(|e| OperatorError::new(format!("cannot list `{path}`: {e}")))?
+                .map_err(|e| OperatorError::new(format!("cannot list `{shown}`: {e}")))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| visible(p))
                 .collect()
@@ -70,6 +71,7 @@ enum Open {
 pub struct FileReader {
     name: String,
     path: String,
+    shown: String,
     format: FileFormat,
     header: bool,
     delimiter: u8,
@@ -100,6 +102,7 @@ impl FileReader {
         Ok(FileReader {
             name: ctx.operator.clone(),
             path,
+            shown: cfg.path.0.clone(),
             format: cfg.format,
             header: csv.is_none_or(|c| c.header),
             delimiter: csv.and_then(|c| c.delimiter.as_ref()).and_then(|d| d.bytes().next()).unwrap_or(b','),
@@ -122,7 +125,7 @@ impl FileReader {
     /// a hash of its name that every subtask computes alike.
     fn rescan(&mut self) -> Result<(), OperatorError> {
         self.last_scan = Instant::now();
-        for f in list_files(&self.path)? {
+        for f in list_files(&self.path, &self.shown)? {
             if self.seen.insert(f.clone()) {
                 let owner =
                     f.to_string_lossy().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
