@@ -264,7 +264,7 @@ impl Sink for FileSink {
     }
 
     fn state(&self) -> StateKind {
-        StateKind::Operator("in-progress files (two-phase commit)")
+        StateKind::Operator("in-progress files")
     }
 
     fn writer(&self, ctx: &BuildContext, input: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
