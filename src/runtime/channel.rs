@@ -62,18 +62,10 @@ impl Queue {
 
     /// Takes the next message, waiting while the queue is empty.
     pub fn recv(&self) -> Result<(ChannelId, Message), Closed> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if inner.closed {
-                return Err(Closed);
+            if let Some(m) = self.recv_timeout(std::time::Duration::from_secs(3600))? {
+                return Ok(m);
             }
-            if let Some((from, message, size)) = inner.queue.pop_front() {
-                inner.bytes -= size;
-                drop(inner);
-                self.not_full.notify_all();
-                return Ok((from, message));
-            }
-            inner = self.not_empty.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
     }
 
