@@ -264,7 +264,22 @@ impl<'a> YamlLoader<'a> {
     fn scan_error(&mut self, e: ScanError) -> Fatal {
         let at = self.byte(e.marker().index());
         let span = self.map.span(at..at);
-        self.problems.push((Code::Syntax, format!("YAML syntax error: {}", e.info()), span, None));
+        let line_start = self.map.line_starts[span.line - 1];
+        let line = self.map.text[line_start..].lines().next().unwrap_or_default();
+        let info = e.info();
+        let help = if line.starts_with(|c: char| c.is_whitespace()) && line.trim_start_matches(' ').starts_with('\t') {
+            Some("YAML does not allow tabs for indentation; indent with spaces".to_string())
+        } else if info.contains("expected key")
+            || info.contains("indentation")
+            || info.contains("not allowed in this context")
+        {
+            Some("check the indentation: keys of one mapping start in the same column, and a value on its own lines is indented further than its key".to_string())
+        } else if info.contains("simple key") {
+            Some("a key needs `: ` (colon and space) before its value".to_string())
+        } else {
+            None
+        };
+        self.problems.push((Code::Syntax, format!("YAML syntax error: {info}"), span, help));
         Fatal
     }
 
