@@ -398,3 +398,39 @@ pub fn junit(results: &[(String, Vec<Outcome>)]) -> String {
     xml.push_str("</testsuites>\n");
     xml
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rows(v: Value) -> Vec<Row> {
+        v.as_array().unwrap().iter().map(|r| r.as_object().unwrap().clone()).collect()
+    }
+
+    #[test]
+    fn compare_by_value_subset_and_order() {
+        let actual = rows(json!([
+            {"k": 1, "total": 150.0, "window_start": "2026-01-01T00:00:00Z"},
+            {"k": 2, "total": 10.5, "window_start": "2026-01-01T01:00:00Z"},
+        ]));
+        // Numbers numerically, timestamps as instants, columns left out are not compared.
+        let expected = rows(json!([
+            {"k": 2, "window_start": "2026-01-01T01:00:00.000+00:00"},
+            {"k": 1, "total": 150},
+        ]));
+        assert!(compare(&expected, &actual, false).is_empty());
+        let ordered = compare(&expected, &actual, true);
+        assert_eq!(ordered.len(), 2, "{ordered:?}");
+        let wrong = rows(json!([{"k": 1, "total": 151}]));
+        let diff = compare(&wrong, &actual, false);
+        assert_eq!(diff.len(), 3, "one missing, two unexpected: {diff:?}");
+        assert!(diff[0].starts_with("- missing"));
+    }
+
+    #[test]
+    fn timestamps_print_in_rfc3339() {
+        assert_eq!(format_ms(1_767_225_600_000), "2026-01-01T00:00:00Z");
+        assert_eq!(format_ms(1_767_225_600_250), "2026-01-01T00:00:00.250Z");
+    }
+}

@@ -430,3 +430,34 @@ fn time_rolling_closes_files_while_input_is_quiet() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(finished.len(), 1, "the file was closed by its interval while the job ran: {finished:?}");
 }
+
+#[test]
+fn datagen_rows_do_not_depend_on_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for p in [1, 3] {
+        let out = dir.path().join(format!("out{p}"));
+        let spec = write(
+            dir.path(),
+            &format!("g{p}.yaml"),
+            &format!(
+                "version: 1\nname: g\nparallelism: {p}\nsources:\n  g:\n    connector: datagen\n    count: 1000\n    seed: 9\n    schema:\n      id: {{ type: bigint, sequence: true, min: 1 }}\n      v: {{ type: int, min: -5, max: 5 }}\n      s: {{ type: string, values: [a, b, c], null_rate: 0.2 }}\n      ts: {{ type: timestamp, min: \"2026-01-01T00:00:00Z\", max: \"2026-01-01T00:16:40Z\" }}\nsinks:\n  out: {{ connector: file, input: g, path: \"{}\", format: jsonl }}\n",
+                out.display()
+            ),
+        );
+        let res = sluice(&["run", "--quiet", &spec]);
+        assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+        let mut rows: Vec<String> = read_lines(&out).iter().map(|r| r.to_string()).collect();
+        rows.sort();
+        runs.push(rows);
+    }
+    assert_eq!(runs[0].len(), 1000);
+    assert_eq!(runs[0], runs[1], "the same seed gives the same rows at parallelism 1 and 3");
+    let rows: Vec<serde_json::Value> = runs[0].iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert!(rows.iter().all(|r| (-5..=5).contains(&r["v"].as_i64().unwrap())));
+    let nulls = rows.iter().filter(|r| r.get("s").is_none_or(|s| s.is_null())).count();
+    assert!((100..300).contains(&nulls), "about 20% nulls: {nulls}");
+    assert!(rows.iter().filter_map(|r| r["s"].as_str()).all(|s| ["a", "b", "c"].contains(&s)));
+    let last = rows.iter().find(|r| r["id"] == 1000).unwrap();
+    assert_eq!(last["ts"], "2026-01-01T00:16:39Z", "{last}");
+}
