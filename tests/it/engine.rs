@@ -316,7 +316,7 @@ sinks:
         .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     std::fs::write(incoming.join("late-arrival.jsonl"), "{\"n\": 42, \"ts\": \"2026-01-01T00:00:00.500Z\"}\n").unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_millis(3000));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
