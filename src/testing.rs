@@ -63,12 +63,14 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
     let mut rows = vec![Map::new(); batch.num_rows()];
     for (c, field) in schema.fields().iter().enumerate() {
         let col = batch.column(c);
-        let ms = match col.data_type() {
-            DataType::Timestamp(_, _) => {
-                arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()
-            }
-            _ => None,
-        };
+        // Each column is cast once to the type its JSON values are read from.
+        let t = col.data_type();
+        let cast_to = |to: &DataType| arrow::compute::cast(col, to).ok();
+        let ms = matches!(t, DataType::Timestamp(_, _))
+            .then(|| cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None)))
+            .flatten();
+        let ints = (t.is_integer()).then(|| cast_to(&DataType::Int64)).flatten();
+        let floats = (t.is_floating()).then(|| cast_to(&DataType::Float64)).flatten();
         let formatter = arrow::util::display::ArrayFormatter::try_new(
             col.as_ref(),
             &arrow::util::display::FormatOptions::default(),
@@ -79,29 +81,15 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
                 Value::Null
             } else if let Some(ms) = &ms {
                 Value::String(format_ms(ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(r)))
+            } else if let Some(i) = &ints {
+                Value::from(i.as_primitive::<arrow::datatypes::Int64Type>().value(r))
+            } else if let Some(f) = &floats {
+                serde_json::Number::from_f64(f.as_primitive::<arrow::datatypes::Float64Type>().value(r))
+                    .map_or(Value::Null, Value::Number)
+            } else if *t == DataType::Boolean {
+                Value::Bool(col.as_boolean().value(r))
             } else {
-                match col.data_type() {
-                    DataType::Boolean => Value::Bool(col.as_boolean().value(r)),
-                    DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-                    | DataType::UInt64 => {
-                        let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Int64).ok();
-                        v.map_or(Value::Null, |a| Value::from(a.as_primitive::<arrow::datatypes::Int64Type>().value(0)))
-                    }
-                    DataType::Float32 | DataType::Float64 => {
-                        let v = arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok();
-                        v.and_then(|a| {
-                            serde_json::Number::from_f64(a.as_primitive::<arrow::datatypes::Float64Type>().value(0))
-                        })
-                        .map_or(Value::Null, Value::Number)
-                    }
-                    _ => formatter.as_ref().map_or(Value::Null, |f| Value::String(f.value(r).to_string())),
-                }
+                formatter.as_ref().map_or(Value::Null, |f| Value::String(f.value(r).to_string()))
             };
             row.insert(field.name().clone(), v);
         }

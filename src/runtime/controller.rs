@@ -257,7 +257,6 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                     operator: id.clone(),
                     subtask: s,
                     parallelism,
-                    max_parallelism: p.key_groups(),
                     metrics: metrics[id].clone(),
                     stop: options.stop.clone(),
                     splits: splits

@@ -192,8 +192,6 @@ pub struct BuildContext {
     pub subtask: usize,
     /// Subtasks of this operator.
     pub parallelism: usize,
-    /// Key groups of the job.
-    pub max_parallelism: u32,
     /// The operator's counters.
     pub metrics: Arc<OperatorMetrics>,
     /// Set when the job should stop reading input.

@@ -345,10 +345,10 @@ impl WindowOperator {
         batch: &RecordBatch,
         ts: &TimestampMillisecondArray,
         key_rows: &arrow::row::Rows,
+        (args, distinct): &(Vec<Arg>, Vec<Option<arrow::row::Rows>>),
         out: &mut dyn Output,
     ) -> Result<Vec<u32>, OperatorError> {
         let (size, slide, _) = self.window;
-        let (args, distinct) = self.prepare_args(batch)?;
         let mut groups: HashMap<(&[u8], i64), Vec<u32>> = HashMap::new();
         let mut late = Vec::new();
         for r in 0..batch.num_rows() {
@@ -390,7 +390,7 @@ impl WindowOperator {
                     self.new_acc()
                 }
             };
-            self.update(&mut acc, &rows, &args, &distinct)?;
+            self.update(&mut acc, &rows, args, distinct)?;
             if self.is_due(ns.1) {
                 updated.push((key.to_vec(), ns.0, ns.1, acc.clone()));
             }
@@ -405,10 +405,10 @@ impl WindowOperator {
         batch: &RecordBatch,
         ts: &TimestampMillisecondArray,
         key_rows: &arrow::row::Rows,
+        (args, distinct): &(Vec<Arg>, Vec<Option<arrow::row::Rows>>),
         out: &mut dyn Output,
     ) -> Result<Vec<u32>, OperatorError> {
         let gap = self.window.0;
-        let (args, distinct) = self.prepare_args(batch)?;
         let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
         let mut late = Vec::new();
         for r in 0..batch.num_rows() {
@@ -440,7 +440,7 @@ impl WindowOperator {
                     merged.end = merged.end.max(s.end);
                     merge(&mut merged.acc, s.acc);
                 }
-                self.update(&mut merged.acc, &[r], &args, &distinct)?;
+                self.update(&mut merged.acc, &[r], args, distinct)?;
                 // Timers are a set: registering an unchanged session again is a no-op.
                 self.register(key, merged.start, merged.end);
                 if self.is_due(merged.end) {
@@ -571,10 +571,12 @@ impl Operator for WindowOperator {
             self.key_cols.iter().map(|&c| batch.column(c).clone()).collect()
         };
         let key_rows = self.keys.convert_columns(&key_arrays)?;
+        // Aggregate arguments are evaluated once per batch, whatever the window shape.
+        let args = self.prepare_args(&batch)?;
         let late = if self.window.2 {
-            self.process_sessions(&batch, ts, &key_rows, out)?
+            self.process_sessions(&batch, ts, &key_rows, &args, out)?
         } else {
-            self.process_fixed(&batch, ts, &key_rows, out)?
+            self.process_fixed(&batch, ts, &key_rows, &args, out)?
         };
         if !late.is_empty() {
             if self.late_output {
