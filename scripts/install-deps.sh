@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the build uses, from Debian. Run by .ci/run; safe to re-run.
 #   mold: a faster linker (optional; the build works without it).
+#   libclang-dev, g++: RocksDB (the `rocksdb` crate) builds its bundled C++ with bindgen.
 set -uo pipefail
-packages=(mold)
+packages=(mold libclang-dev g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2,18 +2,19 @@
 //!
 //! Hash partitioning is vectorized: the key columns of a whole batch are hashed at once, each
 //! hash picks a key group, each key group belongs to one subtask, and the batch is split with
-//! one `take` per target subtask. The hash is DataFusion's with fixed seeds, so a key lands
-//! in the same key group in every process and every run.
+//! one `take` per target subtask. The hash is Sluice's own, specified and versioned
+//! ([`crate::state::key_hash`]), so a key lands in the same key group in every process, run
+//! and release.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::hash_utils::create_hashes;
 
 use super::channel::{ChannelId, Closed, Queue};
 use super::{Message, OperatorError};
+use crate::state::key_hash::hash_rows;
 use crate::state::{key_group_of, subtask_for_key_group};
 
 /// How an edge picks a downstream subtask.
@@ -132,17 +133,12 @@ pub fn hash_targets(
     parallelism: usize,
 ) -> Result<Vec<u32>, OperatorError> {
     let arrays: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).clone()).collect();
-    let mut hashes = vec![0u64; batch.num_rows()];
-    create_hashes(&arrays, &fixed_hash_state(), &mut hashes)?;
+    let mut hashes = Vec::with_capacity(batch.num_rows());
+    hash_rows(&arrays, &mut hashes)?;
     Ok(hashes
         .iter()
         .map(|h| subtask_for_key_group(key_group_of(*h, max_parallelism), max_parallelism, parallelism as u32))
         .collect())
-}
-
-/// The hasher used for partitioning: a fixed seed, the same everywhere.
-pub fn fixed_hash_state() -> datafusion::common::hash_utils::RandomState {
-    datafusion::common::hash_utils::RandomState::with_seed(0x51ce)
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! Keyed state: what stateful operators remember between rows, per key.
 //!
-//! State is partitioned like the data: a key hashes to one of `max_parallelism` key groups,
-//! and each subtask owns a contiguous range of key groups ([`key_group_of`],
-//! [`subtask_for_key_group`]). Rescaling later moves whole key-group ranges, so a key's
-//! state never has to be re-hashed. Within a subtask, state is addressed by the current key
-//! (row-encoded key columns), a namespace (such as a window) and the state's name.
+//! State is partitioned like the data: a key hashes to one of `max_parallelism` key groups
+//! ([`key_hash`], a versioned contract), and each subtask owns a contiguous range of key groups
+//! ([`subtask_for_key_group`]). Rescaling moves whole key-group ranges, so a key's state never
+//! has to be re-hashed.
 //!
-//! The interface has value, map and list state and event-time timers. This file holds the
-//! in-memory backend; a RocksDB backend implements the same interface with serialized
-//! values. Values are returned owned, so a backend may decode them from bytes.
+//! [`backend`] is the byte-level backend trait and the key layout (`[key group][key][namespace]`),
+//! with snapshots per key-group range; [`memory`] and [`rocks`] implement it; [`typed`] puts
+//! value, map and list state and timers on top, with the order-preserving codecs of [`codec`].
+//! The typed maps below this line are the window operator's current in-memory state, which
+//! moves onto the backend trait next.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -16,10 +17,16 @@ use std::hash::Hash;
 /// Row-encoded key columns of one key.
 pub type Key = Vec<u8>;
 
-/// The key group of a key hash.
-pub fn key_group_of(hash: u64, max_parallelism: u32) -> u32 {
-    (hash % u64::from(max_parallelism.max(1))) as u32
-}
+pub mod backend;
+pub mod codec;
+pub mod key_hash;
+pub mod memory;
+pub mod rocks;
+#[cfg(test)]
+mod suite;
+pub mod typed;
+
+pub use key_hash::key_group_of;
 
 /// The subtask owning a key group: subtask i owns the contiguous range
 /// `[ceil(i * max / p), ceil((i + 1) * max / p))`.

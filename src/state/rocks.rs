@@ -1,0 +1,111 @@
+//! The RocksDB state backend: one database per stateful subtask in a local folder, a column
+//! family per declared state, memory bounded by `state.memory` (block cache and write
+//! buffers). The write-ahead log is off: durability comes from checkpoints, not from RocksDB.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions};
+
+use super::backend::{Entries, StateBackend, StateDescriptor, StateError, StateResult, TableId};
+
+/// State in a RocksDB database that this backend owns and deletes when dropped.
+pub struct RocksDbBackend {
+    descriptors: Vec<StateDescriptor>,
+    // Declared before `dir` so that the database closes before its folder is removed.
+    db: DB,
+    write: WriteOptions,
+    dir: PathBuf,
+}
+
+fn rocks_error(e: rocksdb::Error) -> StateError {
+    StateError::new(format!("RocksDB: {e}"))
+}
+
+impl RocksDbBackend {
+    /// Opens a fresh database in `dir` (which must not hold another backend's data; it is
+    /// emptied first) with these states, using about `memory` bytes of RAM.
+    pub fn open(dir: &Path, descriptors: Vec<StateDescriptor>, memory: usize) -> StateResult<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| StateError::new(format!("cannot clear the state folder {}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StateError::new(format!("cannot create the state folder {}: {e}", dir.display())))?;
+        let memory = memory.max(16 << 20);
+        let cache = Cache::new_lru_cache(memory / 2);
+        let tables = descriptors.len().max(1);
+        let per_table_buffer = (memory / 4 / tables).max(1 << 20);
+        let cf_options = || {
+            let mut o = Options::default();
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(per_table_buffer);
+            o.set_max_write_buffer_number(2);
+            o
+        };
+        let mut db_options = cf_options();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_db_write_buffer_size(memory / 4);
+        db_options.set_max_open_files(256);
+        db_options.set_keep_log_file_num(2);
+        let families = descriptors.iter().map(|d| ColumnFamilyDescriptor::new(d.name.clone(), cf_options()));
+        let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks_error)?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(RocksDbBackend { descriptors, db, write, dir: dir.to_path_buf() })
+    }
+
+    fn cf(&self, t: TableId) -> StateResult<&rocksdb::ColumnFamily> {
+        let name = &self.descriptors.get(t).ok_or_else(|| StateError::new(format!("no state table {t}")))?.name;
+        self.db.cf_handle(name).ok_or_else(|| StateError::new(format!("RocksDB has no column family `{name}`")))
+    }
+
+    /// Bytes of live data files on disk (SST), as RocksDB estimates them.
+    pub fn disk_size(&self) -> u64 {
+        self.db.property_int_value("rocksdb.live-sst-files-size").ok().flatten().unwrap_or(0)
+    }
+}
+
+impl Drop for RocksDbBackend {
+    fn drop(&mut self) {
+        let _ = self.db.flush_wal(true);
+        let _ = DB::destroy(&Options::default(), &self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn descriptors(&self) -> &[StateDescriptor] {
+        &self.descriptors
+    }
+
+    fn get(&self, table: TableId, key: &[u8]) -> StateResult<Option<Vec<u8>>> {
+        let cf = self.cf(table)?;
+        Ok(self.db.get_pinned_cf(cf, key).map_err(rocks_error)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> StateResult<()> {
+        let cf = self.cf(table)?;
+        self.db.put_cf_opt(cf, key, value, &self.write).map_err(rocks_error)
+    }
+
+    fn delete(&mut self, table: TableId, key: &[u8]) -> StateResult<()> {
+        let cf = self.cf(table)?;
+        self.db.delete_cf_opt(cf, key, &self.write).map_err(rocks_error)
+    }
+
+    fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
+        let cf = self.cf(table)?;
+        let end = end.map(<[u8]>::to_vec);
+        let iter = self.db.iterator_cf(cf, IteratorMode::From(start, Direction::Forward));
+        Ok(Box::new(iter.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(rocks_error)).take_while(
+            move |r| match (r, &end) {
+                (Ok((k, _)), Some(end)) => k.as_slice() < end.as_slice(),
+                _ => true,
+            },
+        )))
+    }
+}
