@@ -78,7 +78,7 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
                     }
                     for (key, value) in row {
                         let Ok(field) = schema.schema.schema.field_with_name(key) else { continue };
-                        let ty = crate::plan::type_name(field.data_type());
+                        let ty = a_type(field);
                         let at = push_pointer(&ptr, key);
                         if is_source && value.is_null() && !field.is_nullable() {
                             cx.error(Code::TestValueType, &at, format!("column `{key}` of `{name}` cannot be null"));
@@ -88,7 +88,7 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
                             cx.error(
                                 Code::TestValueType,
                                 &at,
-                                format!("{value} is not a {ty} (column `{key}` of `{name}`)"),
+                                format!("{value} is not {ty} (column `{key}` of `{name}`)"),
                             );
                         }
                     }
@@ -126,7 +126,7 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
 /// values; `fits` checks the rest.
 fn misfit(field: &arrow::datatypes::Field, value: &serde_json::Value) -> Option<String> {
     use arrow::datatypes::DataType as T;
-    let ty = crate::plan::type_name(field.data_type());
+    let ty = a_type(field);
     let (lo, hi): (i128, i128) = match field.data_type() {
         T::Int8 => (i8::MIN.into(), i8::MAX.into()),
         T::Int16 => (i16::MIN.into(), i16::MAX.into()),
@@ -138,11 +138,11 @@ fn misfit(field: &arrow::datatypes::Field, value: &serde_json::Value) -> Option<
         T::UInt64 => (0, u64::MAX.into()),
         T::Float32 => {
             let f = value.as_f64()?;
-            return (f.is_finite() && !(f as f32).is_finite()).then(|| format!("is not a {ty}: out of range"));
+            return (f.is_finite() && !(f as f32).is_finite()).then(|| format!("is not {ty}: out of range"));
         }
         _ => return None,
     };
-    let fraction = format!("is not a {ty}: it has a fraction");
+    let fraction = format!("is not {ty}: it has a fraction");
     let whole: Option<i128> = match value {
         serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => Some(i.into()),
@@ -159,7 +159,14 @@ fn misfit(field: &arrow::datatypes::Field, value: &serde_json::Value) -> Option<
         },
         _ => None,
     };
-    whole.filter(|w| !(lo..=hi).contains(w)).map(|_| format!("is not a {ty}: out of range {lo} to {hi}"))
+    whole.filter(|w| !(lo..=hi).contains(w)).map(|_| format!("is not {ty}: out of range {lo} to {hi}"))
+}
+
+/// The column's type with its article: `a bigint`, `an int`.
+fn a_type(field: &arrow::datatypes::Field) -> String {
+    let ty = crate::plan::type_name(field.data_type());
+    let article = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {ty}")
 }
 
 /// Whether `value` decodes as a value of `field` (rows are given to sources as JSON).
