@@ -230,7 +230,8 @@ fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInpu
                 .with_batch_size(pending.len() + 1)
                 .build_decoder()
                 .map_err(|e| e.to_string())?;
-            let misfit = |e: arrow::error::ArrowError| format!("a row given to `{source}` does not fit its schema: {e}");
+            let misfit =
+                |e: arrow::error::ArrowError| format!("a row given to `{source}` does not fit its schema: {e}");
             let mut bytes = 0;
             for (i, row) in pending.iter().enumerate() {
                 let text = serde_json::to_string(row).unwrap_or_default() + "\n";
@@ -549,6 +550,39 @@ mod tests {
         assert!(!xml.chars().any(forbidden), "{xml:?}");
         assert!(xml.contains(r#"name="bell\u{7} tab&#9; &lt;&amp;&quot;""#), "{xml}");
         assert!(xml.contains(r"esc\u{1b}[31m red \u{ffff}"), "{xml}");
+    }
+
+    #[test]
+    fn given_rows_are_cut_into_batches_by_bytes() {
+        let spec = "version: 1\nname: t\nsources:\n  a: { connector: datagen, schema: { s: string } }\n\
+                    sinks:\n  o: { connector: blackhole, input: a }\n";
+        let report = crate::spec::validate_text(
+            std::path::Path::new("t.yaml"),
+            spec,
+            Syntax::Yaml,
+            &crate::spec::Options::default(),
+        );
+        let v = report.validated.unwrap();
+        let row = |s: String| rows(json!([{ "s": s }])).remove(0);
+        let mut given = vec![row("x".repeat(BATCH_BYTES / 2)); 5];
+        given.insert(2, rows(json!([{ "watermark": "2026-01-01T00:00:00Z" }])).remove(0));
+        given.push(row("y".into()));
+        let test = TestCase {
+            name: "big".into(),
+            given: [("a".to_string(), given)].into_iter().collect(),
+            expect: IndexMap::new(),
+            ordered: false,
+        };
+        let events = &inputs(&v, &test).unwrap()["a"];
+        let shape: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                TestInput::Rows(b) => b.num_rows().to_string(),
+                TestInput::Watermark(_) => "w".into(),
+            })
+            .collect();
+        // Two rows before the watermark; then 2 rows of half the budget fill a batch.
+        assert_eq!(shape, ["2", "w", "2", "2"]);
     }
 
     #[test]

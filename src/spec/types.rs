@@ -98,7 +98,10 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
                             cx.error(
                                 Code::TestValueType,
                                 &ptr,
-                                format!("the row gives no `{}`, a column of `{name}` that cannot be null", field.name()),
+                                format!(
+                                    "the row gives no `{}`, a column of `{name}` that cannot be null",
+                                    field.name()
+                                ),
                             );
                         }
                     }

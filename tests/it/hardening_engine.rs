@@ -204,7 +204,10 @@ fn junit_stays_well_formed_with_control_characters_in_names() {
     let spec = write(
         dir.path(),
         "j.yaml",
-        &BIGINTS.replace("integers exactly", "\"bell\\a and escape\\e[31m\"").replace("NEXPECT", "1").replace("IEXPECT", "1"),
+        &BIGINTS
+            .replace("integers exactly", "\"bell\\a and escape\\e[31m\"")
+            .replace("NEXPECT", "1")
+            .replace("IEXPECT", "1"),
     );
     let report = dir.path().join("junit.xml");
     let out = sluice(&["test", &spec, "--junit", report.to_str().unwrap()]);

@@ -387,7 +387,8 @@ mod tests {
         assert_eq!(sizes, [3, 3, 3]);
         // Values drawn from a list are as wide as the longest of them.
         let long = "x".repeat(100_000);
-        let r = reader(&format!(r#"{{"count": 10, "schema": {{"s": {{"type": "string", "values": ["a", "{long}"]}}}}}}"#));
+        let r =
+            reader(&format!(r#"{{"count": 10, "schema": {{"s": {{"type": "string", "values": ["a", "{long}"]}}}}}}"#));
         assert_eq!(r.batch_size, BATCH_BYTES / 100_004);
         // Narrow rows keep the row limit.
         assert_eq!(reader(r#"{"count": 9, "schema": {"id": "bigint"}}"#).batch_size, BATCH_ROWS);
