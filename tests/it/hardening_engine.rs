@@ -81,6 +81,34 @@ fn test_compares_integers_exactly_and_floats_with_tolerance() {
     assert!(t.contains("- missing"), "{t}");
 }
 
+const DECIMALS: &str = r#"version: 1
+name: d
+sources:
+  a: { connector: datagen, schema: { n: bigint } }
+transforms:
+  t: { type: select, input: a, columns: { d: "CAST(n AS DECIMAL(30, 2)) / 100" } }
+sinks:
+  out: { connector: blackhole, input: t }
+tests:
+  - name: decimals
+    given: { a: [{ n: 150 }] }
+    expect: { out: [{ d: DEXPECT }] }
+"#;
+
+#[test]
+fn test_compares_decimals_exactly_as_numbers() {
+    let run = |d: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        sluice(&["test", &write(dir.path(), "d.yaml", &DECIMALS.replace("DEXPECT", d))])
+    };
+    let ok = run("1.5");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    // Within a float tolerance, but not the same decimal.
+    let off = run("1.5000000001");
+    assert_eq!(off.status.code(), Some(1), "{}", text(&off));
+    assert!(text(&off).contains("+ unexpected {\"d\":1.5}"), "{}", text(&off));
+}
+
 const GIVEN: &str = r#"version: 1
 name: given
 sources:
