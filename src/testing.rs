@@ -2,12 +2,13 @@
 //! per sink — through the real engine, with sources replaced by the given rows and sinks by
 //! captures, and compares.
 //!
-//! Comparison is by value: numbers numerically, timestamps as instants (any RFC 3339 form),
-//! and an expected row may leave out columns it does not care about. Rows are compared as a
+//! Comparison is by value: integers and decimals exactly, floats with a relative tolerance of
+//! 1e-9, timestamps as instants (any RFC 3339 form), and an expected row may leave out
+//! columns it does not care about. Rows are compared as a
 //! multiset unless the test says `ordered: true`. `--update` rewrites the expectations in the
 //! spec file from what the pipeline produced, keeping the rest of the file as written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -16,6 +17,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::connectors::datagen::chrono_like_rfc3339;
+use crate::connectors::datagen::generator::BATCH_BYTES;
 use crate::runtime::controller::TestInput;
 use crate::runtime::{JobOptions, run_job};
 use crate::spec::loader::{SourceMap, Syntax, push_pointer};
@@ -57,7 +59,8 @@ pub fn format_ms(ms: i64) -> String {
     }
 }
 
-/// Rows of a batch as JSON objects, timestamps in RFC 3339.
+/// Rows of a batch as JSON objects, timestamps in RFC 3339. Decimals are numbers when a JSON
+/// number holds them exactly, their exact text otherwise.
 pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
     let schema = batch.schema();
     let mut rows = vec![Map::new(); batch.num_rows()];
@@ -88,6 +91,10 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
                     .map_or(Value::Null, Value::Number)
             } else if *t == DataType::Boolean {
                 Value::Bool(col.as_boolean().value(r))
+            } else if matches!(t, DataType::Decimal128(_, _) | DataType::Decimal256(_, _))
+                && let Some(f) = &formatter
+            {
+                decimal_value(&f.value(r).to_string())
             } else {
                 formatter.as_ref().map_or(Value::Null, |f| Value::String(f.value(r).to_string()))
             };
@@ -97,16 +104,75 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
     rows
 }
 
-/// Whether `actual` has `expected`'s value for every column `expected` names.
-fn matches(expected: &Row, actual: &Row) -> bool {
-    expected.iter().all(|(k, e)| actual.get(k).is_some_and(|a| same(e, a)))
+/// A decimal's text as a JSON number when that holds it exactly, else as the text.
+fn decimal_value(text: &str) -> Value {
+    let normal = normal_decimal(text);
+    match serde_json::from_str::<serde_json::Number>(&normal) {
+        Ok(n) if decimal_text(&n) == normal => Value::Number(n),
+        _ => Value::String(text.to_string()),
+    }
 }
 
-fn same(e: &Value, a: &Value) -> bool {
+/// A number's exact decimal value as normalized text (no exponent, no trailing zeros).
+fn decimal_text(n: &serde_json::Number) -> String {
+    // Rust prints floats in full positional form with the fewest digits that round-trip.
+    let text = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => i.to_string(),
+        (_, Some(u), _) => u.to_string(),
+        (_, _, Some(f)) => format!("{f}"),
+        _ => n.to_string(),
+    };
+    normal_decimal(&text)
+}
+
+/// `-1.500` → `-1.5`, `2.0` → `2`, `-0` → `0`.
+fn normal_decimal(text: &str) -> String {
+    let mut t = text.trim().to_string();
+    if t.contains('.') {
+        t = t.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    if t == "-0" { "0".into() } else { t }
+}
+
+/// Which columns of a sink's rows hold floats and which decimals: how numbers compare.
+#[derive(Debug, Clone, Default)]
+pub struct NumberColumns {
+    /// Float columns: numbers match within a relative 1e-9.
+    pub floats: HashSet<String>,
+    /// Decimal columns: values too precise for a JSON number are compared as decimal text.
+    pub decimals: HashSet<String>,
+}
+
+impl NumberColumns {
+    /// The number columns of the batches a sink received.
+    pub fn of(batches: &[RecordBatch]) -> Self {
+        let mut out = NumberColumns::default();
+        for field in batches.iter().flat_map(|b| b.schema().fields().to_vec()) {
+            match field.data_type() {
+                t if t.is_floating() => out.floats.insert(field.name().clone()),
+                DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => out.decimals.insert(field.name().clone()),
+                _ => false,
+            };
+        }
+        out
+    }
+}
+
+/// Whether `actual` has `expected`'s value for every column `expected` names.
+fn matches(expected: &Row, actual: &Row, columns: &NumberColumns) -> bool {
+    expected.iter().all(|(k, e)| actual.get(k).is_some_and(|a| same(e, a, k, columns)))
+}
+
+fn same(e: &Value, a: &Value, column: &str, columns: &NumberColumns) -> bool {
     match (e, a) {
-        (Value::Number(x), Value::Number(y)) => {
+        (Value::Number(x), Value::Number(y)) if columns.floats.contains(column) => {
             let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
             x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        // Integers and decimals exactly: 1.9 is not 2, 10000000000 is not 10000000001.
+        (Value::Number(x), Value::Number(y)) => decimal_text(x) == decimal_text(y),
+        (Value::Number(x), Value::String(y)) if columns.decimals.contains(column) => {
+            decimal_text(x) == normal_decimal(y)
         }
         (Value::String(x), Value::String(y)) => {
             x == y || matches!((chrono_like_rfc3339(x), chrono_like_rfc3339(y)), (Some(p), Some(q)) if p == q)
@@ -115,8 +181,10 @@ fn same(e: &Value, a: &Value) -> bool {
     }
 }
 
-/// Compares rows of one sink; returns what is missing and what is unexpected.
-pub fn compare(expected: &[Row], actual: &[Row], ordered: bool) -> Vec<String> {
+/// Compares rows of one sink; returns what is missing and what is unexpected. Numbers in
+/// float columns match within a relative 1e-9, all other numbers only when equal.
+pub fn compare(expected: &[Row], actual: &[Row], ordered: bool, columns: &NumberColumns) -> Vec<String> {
+    let matches = |e: &Row, a: &Row| matches(e, a, columns);
     let show = |r: &Row| serde_json::to_string(r).unwrap_or_default();
     let mut out = Vec::new();
     if ordered {
@@ -146,7 +214,8 @@ pub fn compare(expected: &[Row], actual: &[Row], ordered: bool) -> Vec<String> {
     out
 }
 
-/// The given rows of a test as engine inputs, batched between watermarks.
+/// The given rows of a test as engine inputs, batched between watermarks and cut into
+/// batches of about [`BATCH_BYTES`] of JSON text (Arrow's strings hold at most 2 GiB).
 fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInput>>, String> {
     let mut out = HashMap::new();
     for (source, rows) in &test.given {
@@ -161,10 +230,17 @@ fn inputs(v: &Validated, test: &TestCase) -> Result<HashMap<String, Vec<TestInpu
                 .with_batch_size(pending.len() + 1)
                 .build_decoder()
                 .map_err(|e| e.to_string())?;
-            let text: String = pending.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
-            d.decode(text.as_bytes()).map_err(|e| format!("a row given to `{source}` does not fit its schema: {e}"))?;
-            if let Some(b) = d.flush().map_err(|e| format!("a row given to `{source}` does not fit its schema: {e}"))? {
-                events.push(TestInput::Rows(b));
+            let misfit =
+                |e: arrow::error::ArrowError| format!("a row given to `{source}` does not fit its schema: {e}");
+            let mut bytes = 0;
+            for (i, row) in pending.iter().enumerate() {
+                let text = serde_json::to_string(row).unwrap_or_default() + "\n";
+                d.decode(text.as_bytes()).map_err(misfit)?;
+                bytes += text.len();
+                if bytes >= BATCH_BYTES || i + 1 == pending.len() {
+                    events.extend(d.flush().map_err(misfit)?.map(TestInput::Rows));
+                    bytes = 0;
+                }
             }
             pending.clear();
             Ok(())
@@ -210,12 +286,15 @@ pub fn run_test(v: &Validated, test: &TestCase) -> Outcome {
     let options = JobOptions { capture_sinks: true, test_inputs: Some(inputs), ..JobOptions::default() };
     match run_job(v, options) {
         Ok(result) => {
+            let mut columns = HashMap::new();
             for (sink, batches) in result.captured {
+                columns.insert(sink.clone(), NumberColumns::of(&batches));
                 outcome.actual.insert(sink, batches.iter().flat_map(rows_of).collect());
             }
             for (sink, expected) in &test.expect {
                 let actual = outcome.actual.get(sink).map(Vec::as_slice).unwrap_or_default();
-                for line in compare(expected, actual, test.ordered) {
+                let columns = columns.remove(sink).unwrap_or_default();
+                for line in compare(expected, actual, test.ordered, &columns) {
                     outcome.failures.push(format!("sink `{sink}`: {line}"));
                 }
             }
@@ -352,23 +431,42 @@ pub fn update_text(
     }
 }
 
+/// Escapes text for XML 1.0 attribute values and content. Characters XML 1.0 cannot hold at
+/// all (control characters other than tab, newline and carriage return; U+FFFE, U+FFFF)
+/// are written as `\u{..}`; tab, newline and carriage return as character references, so
+/// they survive attribute-value normalization.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push_str(&format!("&#{};", c as u32)),
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Writes JUnit XML for CI systems.
 pub fn junit(results: &[(String, Vec<Outcome>)]) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
     for (file, outcomes) in results {
         let failures = outcomes.iter().filter(|o| !o.passed()).count();
         let time: f64 = outcomes.iter().map(|o| o.seconds).sum();
         xml.push_str(&format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">\n",
-            esc(file),
+            xml_escape(file),
             outcomes.len()
         ));
         for o in outcomes {
             xml.push_str(&format!(
                 "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                esc(&o.name),
-                esc(file),
+                xml_escape(&o.name),
+                xml_escape(file),
                 o.seconds
             ));
             if o.passed() {
@@ -376,8 +474,8 @@ pub fn junit(results: &[(String, Vec<Outcome>)]) -> String {
             } else {
                 xml.push_str(&format!(
                     ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                    esc(o.failures.first().map_or("", String::as_str)),
-                    esc(&o.failures.join("\n"))
+                    xml_escape(o.failures.first().map_or("", String::as_str)),
+                    xml_escape(&o.failures.join("\n"))
                 ));
             }
         }
@@ -407,13 +505,84 @@ mod tests {
             {"k": 2, "window_start": "2026-01-01T01:00:00.000+00:00"},
             {"k": 1, "total": 150},
         ]));
-        assert!(compare(&expected, &actual, false).is_empty());
-        let ordered = compare(&expected, &actual, true);
+        let cols = NumberColumns { floats: ["total".to_string()].into(), ..Default::default() };
+        assert!(compare(&expected, &actual, false, &cols).is_empty());
+        let ordered = compare(&expected, &actual, true, &cols);
         assert_eq!(ordered.len(), 2, "{ordered:?}");
         let wrong = rows(json!([{"k": 1, "total": 151}]));
-        let diff = compare(&wrong, &actual, false);
+        let diff = compare(&wrong, &actual, false, &cols);
         assert_eq!(diff.len(), 3, "one missing, two unexpected: {diff:?}");
         assert!(diff[0].starts_with("- missing"));
+    }
+
+    #[test]
+    fn integers_and_decimals_compare_exactly_floats_with_tolerance() {
+        let cols = NumberColumns { floats: ["f".to_string()].into(), decimals: ["d".to_string()].into() };
+        let same = |e: Value, a: Value, c: &str| same(&e, &a, c, &cols);
+        assert!(!same(json!(10_000_000_000i64), json!(10_000_000_001i64), "i"));
+        assert!(!same(json!(1.9), json!(2), "i"));
+        assert!(same(json!(2.0), json!(2), "i"));
+        assert!(same(json!(10_000_000_000i64), json!(10_000_000_000.000_001), "f"));
+        assert!(!same(json!(1.0), json!(1.001), "f"));
+        assert!(same(json!(1.5), decimal_value("1.50"), "d"));
+        assert!(!same(json!(1.5), decimal_value("1.51"), "d"));
+        // Too precise for a JSON number: kept as text, compared as decimals.
+        let precise = decimal_value("12345678901234567890.12");
+        assert_eq!(precise, json!("12345678901234567890.12"));
+        assert!(!same(json!(12345678901234567890.12), precise.clone(), "d"));
+        assert!(same(json!("12345678901234567890.12"), precise.clone(), "d"));
+        assert!(same(json!(1.5), json!("1.5"), "d"));
+        assert!(!same(json!(1.5), json!("1.5"), "s"), "only decimal columns compare text as numbers");
+        assert_eq!(decimal_value("-0.00"), json!(0));
+    }
+
+    #[test]
+    fn junit_is_well_formed_xml_whatever_the_names() {
+        let outcome = Outcome {
+            name: "bell\u{7} tab\t <&\"".into(),
+            failures: vec!["esc\u{1b}[31m red \u{ffff}".into()],
+            actual: IndexMap::new(),
+            seconds: 0.0,
+            errored: false,
+        };
+        let xml = junit(&[("a\u{0}.yaml".into(), vec![outcome])]);
+        let forbidden = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}');
+        assert!(!xml.chars().any(forbidden), "{xml:?}");
+        assert!(xml.contains(r#"name="bell\u{7} tab&#9; &lt;&amp;&quot;""#), "{xml}");
+        assert!(xml.contains(r"esc\u{1b}[31m red \u{ffff}"), "{xml}");
+    }
+
+    #[test]
+    fn given_rows_are_cut_into_batches_by_bytes() {
+        let spec = "version: 1\nname: t\nsources:\n  a: { connector: datagen, schema: { s: string } }\n\
+                    sinks:\n  o: { connector: blackhole, input: a }\n";
+        let report = crate::spec::validate_text(
+            std::path::Path::new("t.yaml"),
+            spec,
+            Syntax::Yaml,
+            &crate::spec::Options::default(),
+        );
+        let v = report.validated.unwrap();
+        let row = |s: String| rows(json!([{ "s": s }])).remove(0);
+        let mut given = vec![row("x".repeat(BATCH_BYTES / 2)); 5];
+        given.insert(2, rows(json!([{ "watermark": "2026-01-01T00:00:00Z" }])).remove(0));
+        given.push(row("y".into()));
+        let test = TestCase {
+            name: "big".into(),
+            given: [("a".to_string(), given)].into_iter().collect(),
+            expect: IndexMap::new(),
+            ordered: false,
+        };
+        let events = &inputs(&v, &test).unwrap()["a"];
+        let shape: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                TestInput::Rows(b) => b.num_rows().to_string(),
+                TestInput::Watermark(_) => "w".into(),
+            })
+            .collect();
+        // Two rows before the watermark; then 2 rows of half the budget fill a batch.
+        assert_eq!(shape, ["2", "w", "2", "2"]);
     }
 
     #[test]

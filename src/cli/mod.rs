@@ -123,7 +123,7 @@ pub(crate) fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 let entries =
                     std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
                 for entry in entries {
-                    let p = entry?.path();
+                    let p = entry.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?.path();
                     if p.is_dir() {
                         stack.push(p);
                     } else if spec::loader::Syntax::from_path(&p).is_some() {

@@ -161,7 +161,9 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
             let syntax = spec::loader::Syntax::from_path(file).expect("spec files have a spec extension");
             match testing::update_text(report.map.text(), syntax, &report.map, &validated.pipeline.tests, &outcomes) {
                 Ok(text) if text != report.map.text() => {
-                    std::fs::write(file, text)?;
+                    std::fs::write(file, text).map_err(|e| {
+                        anyhow::anyhow!("cannot write the updated expectations to {}: {e}", file.display())
+                    })?;
                     writeln!(out, "updated expectations in {}", file.display())?;
                 }
                 Ok(_) => {}
@@ -175,7 +177,7 @@ pub fn test(out: &mut dyn Write, paths: &[PathBuf], update: bool, junit: Option<
     }
     if let Some(path) = junit {
         std::fs::write(path, testing::junit(&results))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot write the JUnit report to {}: {e}", path.display()))?;
     }
     writeln!(out, "\n{passed} passed, {failed} failed")?;
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })

@@ -78,12 +78,30 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
                     }
                     for (key, value) in row {
                         let Ok(field) = schema.schema.schema.field_with_name(key) else { continue };
-                        if !fits(field, value) {
-                            let ty = crate::plan::type_name(field.data_type());
+                        let ty = a_type(field);
+                        let at = push_pointer(&ptr, key);
+                        if is_source && value.is_null() && !field.is_nullable() {
+                            cx.error(Code::TestValueType, &at, format!("column `{key}` of `{name}` cannot be null"));
+                        } else if let Some(why) = is_source.then(|| misfit(field, value)).flatten() {
+                            cx.error(Code::TestValueType, &at, format!("{value} {why} (column `{key}` of `{name}`)"));
+                        } else if !fits(field, value) {
                             cx.error(
                                 Code::TestValueType,
-                                &push_pointer(&ptr, key),
-                                format!("{value} is not a {ty} (column `{key}` of `{name}`)"),
+                                &at,
+                                format!("{value} is not {ty} (column `{key}` of `{name}`)"),
+                            );
+                        }
+                    }
+                    if is_source {
+                        let missing = schema.schema.schema.fields().iter().filter(|f| !f.is_nullable());
+                        for field in missing.filter(|f| !row.contains_key(f.name())) {
+                            cx.error(
+                                Code::TestValueType,
+                                &ptr,
+                                format!(
+                                    "the row gives no `{}`, a column of `{name}` that cannot be null",
+                                    field.name()
+                                ),
                             );
                         }
                     }
@@ -104,6 +122,54 @@ fn check_test_rows(p: &Pipeline, streams: &IndexMap<String, Stream>, cx: &mut Ch
             }
         }
     }
+}
+
+/// Why a value given to a source does not fit a numeric column exactly: a fraction for an
+/// integer column, a number out of the column's range. The JSON decoder would truncate such
+/// values; `fits` checks the rest.
+fn misfit(field: &arrow::datatypes::Field, value: &serde_json::Value) -> Option<String> {
+    use arrow::datatypes::DataType as T;
+    let ty = a_type(field);
+    let (lo, hi): (i128, i128) = match field.data_type() {
+        T::Int8 => (i8::MIN.into(), i8::MAX.into()),
+        T::Int16 => (i16::MIN.into(), i16::MAX.into()),
+        T::Int32 => (i32::MIN.into(), i32::MAX.into()),
+        T::Int64 => (i64::MIN.into(), i64::MAX.into()),
+        T::UInt8 => (0, u8::MAX.into()),
+        T::UInt16 => (0, u16::MAX.into()),
+        T::UInt32 => (0, u32::MAX.into()),
+        T::UInt64 => (0, u64::MAX.into()),
+        T::Float32 => {
+            let f = value.as_f64()?;
+            return (f.is_finite() && !(f as f32).is_finite()).then(|| format!("is not {ty}: out of range"));
+        }
+        _ => return None,
+    };
+    let fraction = format!("is not {ty}: it has a fraction");
+    let whole: Option<i128> = match value {
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Some(i.into()),
+            (_, Some(u), _) => Some(u.into()),
+            (_, _, Some(f)) if f.fract() != 0.0 => return Some(fraction),
+            // Beyond i128 the value is out of range anyway.
+            (_, _, Some(f)) => Some(f.clamp(i128::MIN as f64, i128::MAX as f64) as i128),
+            _ => None,
+        },
+        serde_json::Value::String(t) => match (t.trim().parse::<i128>(), t.trim().parse::<f64>()) {
+            (Ok(i), _) => Some(i),
+            (_, Ok(f)) if f.fract() != 0.0 => return Some(fraction),
+            _ => None,
+        },
+        _ => None,
+    };
+    whole.filter(|w| !(lo..=hi).contains(w)).map(|_| format!("is not {ty}: out of range {lo} to {hi}"))
+}
+
+/// The column's type with its article: `a bigint`, `an int`.
+fn a_type(field: &arrow::datatypes::Field) -> String {
+    let ty = crate::plan::type_name(field.data_type());
+    let article = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {ty}")
 }
 
 /// Whether `value` decodes as a value of `field` (rows are given to sources as JSON).

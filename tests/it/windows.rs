@@ -171,7 +171,7 @@ fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
                             for e in rows {
                                 let (s, t) = (e.ts, e.ts + gap);
                                 let overlapping: Vec<usize> =
-                                    (0..list.len()).filter(|&i| list[i].0 < t && s < list[i].1).collect();
+                                    (0..list.len()).filter(|&i| list[i].0 <= t && s <= list[i].1).collect();
                                 if overlapping.is_empty() && is_late(t, wm) {
                                     late += 1;
                                     continue;

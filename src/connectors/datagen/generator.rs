@@ -20,6 +20,19 @@ use crate::spec::values::ColumnType;
 /// Default start of generated event time: 2026-01-01T00:00:00Z.
 pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
+/// Most rows in one generated batch.
+pub const BATCH_ROWS: usize = 8192;
+
+/// Byte budget of one generated batch. Batches are cut by estimated row width as well as by
+/// rows: Arrow's string and binary arrays hold at most 2 GiB of data each (i32 offsets), and
+/// 8192 strings of the longest allowed `length` would be 8 GiB.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Rows per batch for rows about `width` bytes wide: at least one, at most [`BATCH_ROWS`].
+pub fn rows_within_budget(width: usize) -> usize {
+    (BATCH_BYTES / width.max(1)).clamp(1, BATCH_ROWS)
+}
+
 /// A 64-bit mix of (seed, column, row): splitmix64 over the combined input.
 pub fn mix(seed: u64, column: u64, row: u64) -> u64 {
     let mut z = seed
@@ -54,6 +67,23 @@ struct ColumnGen {
     sequence: bool,
     null_rate: f64,
     length: usize,
+}
+
+impl ColumnGen {
+    /// Largest size in bytes of one value in an Arrow array (offsets included).
+    fn width(&self) -> usize {
+        match self.ty {
+            ColumnType::Boolean => 1,
+            ColumnType::Int | ColumnType::Float | ColumnType::Date => 4,
+            ColumnType::Bigint | ColumnType::Double | ColumnType::Timestamp => 8,
+            ColumnType::String | ColumnType::Bytes => {
+                let picked = self.values.as_ref().map(|v| {
+                    v.iter().map(|v| v.as_str().map_or_else(|| v.to_string().len(), str::len)).max().unwrap_or(0)
+                });
+                4 + picked.unwrap_or(self.length)
+            }
+        }
+    }
 }
 
 /// What a datagen subtask produces.
@@ -135,10 +165,15 @@ impl DatagenReader {
             }
             (None, None) => return Err(OperatorError::new("datagen needs `schema` or `nexmark`")),
         };
-        let batch_size = match rate {
-            Some(r) => ((r / 10.0).ceil() as usize).clamp(1, 8192),
-            None => 8192,
+        let width = match &mode {
+            Mode::Rows(gens) => gens.iter().map(ColumnGen::width).sum(),
+            Mode::Nexmark(g) => g.row_width(),
         };
+        let batch_size = match rate {
+            Some(r) => ((r / 10.0).ceil() as usize).clamp(1, BATCH_ROWS),
+            None => BATCH_ROWS,
+        }
+        .min(rows_within_budget(width));
         Ok(DatagenReader {
             mode,
             schema,
@@ -297,5 +332,65 @@ impl SourceReader for DatagenReader {
         };
         OperatorMetrics::add(&self.metrics.bytes_read, batch.get_array_memory_size() as u64);
         Ok(SourceEvent::Batch(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(yaml: &str) -> DatagenReader {
+        let cfg: DatagenSource = serde_json::from_value(serde_json::from_str(yaml).unwrap()).unwrap();
+        let ctx = BuildContext {
+            operator: "gen".into(),
+            subtask: 0,
+            parallelism: 1,
+            metrics: Default::default(),
+            stop: Default::default(),
+            splits: Vec::new(),
+            all_splits: Vec::new(),
+        };
+        let fields: Vec<_> = cfg
+            .schema
+            .iter()
+            .flatten()
+            .map(|(name, col)| {
+                let ty = match col {
+                    DatagenColumn::Type(t) => *t,
+                    DatagenColumn::Options(o) => o.ty,
+                };
+                arrow::datatypes::Field::new(name, ty.arrow(), false)
+            })
+            .collect();
+        DatagenReader::new(&cfg, &ctx, Arc::new(arrow::datatypes::Schema::new(fields))).unwrap()
+    }
+
+    fn batches(mut r: DatagenReader) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        loop {
+            match r.next().unwrap() {
+                SourceEvent::Batch(b) => out.push(b),
+                SourceEvent::End => return out,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_by_bytes_as_well_as_rows() {
+        assert_eq!(rows_within_budget(0), BATCH_ROWS);
+        assert_eq!(rows_within_budget(BATCH_BYTES * 2), 1);
+        // The longest strings the schema allows: 4 rows of 1 MiB per batch, not 8192.
+        let r = reader(r#"{"count": 9, "schema": {"id": "bigint", "s": {"type": "string", "length": 1048576}}}"#);
+        assert_eq!(r.batch_size, 3);
+        let sizes: Vec<usize> = batches(r).iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [3, 3, 3]);
+        // Values drawn from a list are as wide as the longest of them.
+        let long = "x".repeat(100_000);
+        let r =
+            reader(&format!(r#"{{"count": 10, "schema": {{"s": {{"type": "string", "values": ["a", "{long}"]}}}}}}"#));
+        assert_eq!(r.batch_size, BATCH_BYTES / 100_004);
+        // Narrow rows keep the row limit.
+        assert_eq!(reader(r#"{"count": 9, "schema": {"id": "bigint"}}"#).batch_size, BATCH_ROWS);
     }
 }

@@ -50,6 +50,18 @@ impl Generator {
         Ok(Generator { table: o.table, start_ms, events_per_second: o.events_per_second.unwrap_or(10_000).max(1) })
     }
 
+    /// Upper bound of one row's size in bytes in Arrow arrays; rows are small and fixed in
+    /// shape, so batches stay far below Arrow's limits at any row count the reader uses.
+    pub fn row_width(&self) -> usize {
+        let (ints, strings) = match self.table {
+            NexmarkTable::Persons => (2, 14 + 17 + 19 + 13 + 2 + 16),
+            NexmarkTable::Auctions => (7, 12 + 40 + 16),
+            NexmarkTable::Bids => (4, 8 + 62 + 16),
+        };
+        let columns = super::nexmark_schema(self.table).fields().len();
+        ints * 8 + strings + (columns - ints) * 4
+    }
+
     /// The global event number of this table's k-th row.
     fn event_of(&self, k: u64) -> u64 {
         match self.table {
@@ -254,5 +266,26 @@ mod tests {
         assert_eq!(g(NexmarkTable::Bids).event_of(46), 54);
         assert_eq!(g(NexmarkTable::Bids).time(54), 54);
         assert_eq!(auction_id(54), FIRST_ID + 5);
+    }
+
+    #[test]
+    fn rows_are_no_wider_than_the_estimate() {
+        use arrow::array::AsArray;
+        for table in [NexmarkTable::Persons, NexmarkTable::Auctions, NexmarkTable::Bids] {
+            let g = Generator { table, start_ms: 0, events_per_second: 1000 };
+            let rows: Vec<u64> = (0..5000).collect();
+            let batch = g.batch(&super::super::nexmark_schema(table), 3, &rows).unwrap();
+            let widest = (0..batch.num_rows())
+                .map(|r| {
+                    let cell = |c: &arrow::array::ArrayRef| match c.as_string_opt::<i32>() {
+                        Some(s) => s.value(r).len() + 4,
+                        None => 8,
+                    };
+                    batch.columns().iter().map(cell).sum::<usize>()
+                })
+                .max()
+                .unwrap();
+            assert!(widest <= g.row_width(), "{table:?}: a row of {widest} bytes, estimate {}", g.row_width());
+        }
     }
 }

@@ -7,8 +7,10 @@
 //! `end - 1 + allowed_lateness`, and rows arriving meanwhile update it: after each batch the
 //! window's updated result is emitted again (once per batch). A row is late when each of its
 //! windows is already past that point; late rows go to `late_output` or are counted as
-//! dropped. Session windows merge per key when a row bridges them (rows of a key are taken in
-//! event-time order within a batch); timers of merged-away sessions are ignored.
+//! dropped. Session windows merge per key when they overlap or touch (a row at `t` opens
+//! `[t, t + gap)`; one at exactly `end` of a session joins it), including when a late row
+//! bridges two sessions (rows of a key are taken in event-time order within a batch); timers
+//! of merged-away sessions are ignored.
 //!
 //! Per batch, argument expressions are evaluated once (vectorized, by DataFusion) and rows
 //! are grouped by key and window before accumulators are touched.
@@ -427,8 +429,10 @@ impl WindowOperator {
             for r in rows {
                 let t = ts.value(r as usize);
                 let (start, end) = (t, t.saturating_add(gap));
+                // Flink's `TimeWindow.intersects`: sessions that overlap or touch merge, so a row
+                // exactly `gap` after a session's last row extends it.
                 let overlapping: Vec<usize> =
-                    (0..sessions.len()).filter(|&i| sessions[i].start < end && start < sessions[i].end).collect();
+                    (0..sessions.len()).filter(|&i| sessions[i].start <= end && start <= sessions[i].end).collect();
                 if overlapping.is_empty() && self.is_late(end) {
                     late.push(r);
                     continue;
