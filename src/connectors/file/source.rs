@@ -1,7 +1,9 @@
 //! Reading files: each subtask reads its share of the matching files, streaming, a chunk of
-//! lines (CSV, JSON lines) or a row group batch (Parquet) at a time, so a file of any size
-//! runs in bounded memory. A chunk that does not decode is decoded again line by line to
-//! find the bad records, which fail the job, are skipped, or become dead letters.
+//! records (CSV, JSON lines) or a row group batch (Parquet) at a time, so a file of any size
+//! runs in bounded memory. Text is decoded as text columns and converted to the declared
+//! types afterwards (see [`values`]), so a bad value marks one row; a chunk that does not
+//! decode at all is halved until its bad records stand alone. Bad records fail the job, are
+//! skipped, or become dead letters.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -80,7 +82,7 @@ struct Split {
 
 /// Where a CSV scanner is within a record.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Quote {
+enum CsvState {
     FieldStart,
     Unquoted,
     Quoted,
@@ -90,20 +92,20 @@ enum Quote {
 
 /// Advances the CSV state over `line` (RFC 4180: a quote opens a quoted field only at the
 /// field's start); returns the number of field separators outside quotes.
-fn scan_csv(state: &mut Quote, line: &[u8], delimiter: u8) -> usize {
+fn scan_csv(state: &mut CsvState, line: &[u8], delimiter: u8) -> usize {
     let mut separators = 0;
     for &c in line {
         *state = match (*state, c) {
-            (Quote::Quoted, b'"') => Quote::QuoteInQuoted,
-            (Quote::Quoted, _) => Quote::Quoted,
-            (Quote::QuoteInQuoted, b'"') => Quote::Quoted,
-            (Quote::FieldStart, b'"') => Quote::Quoted,
-            (_, b'\n') => Quote::FieldStart,
+            (CsvState::Quoted, b'"') => CsvState::QuoteInQuoted,
+            (CsvState::Quoted, _) => CsvState::Quoted,
+            (CsvState::QuoteInQuoted, b'"') => CsvState::Quoted,
+            (CsvState::FieldStart, b'"') => CsvState::Quoted,
+            (_, b'\n') => CsvState::FieldStart,
             (_, c) if c == delimiter => {
                 separators += 1;
-                Quote::FieldStart
+                CsvState::FieldStart
             }
-            _ => Quote::Unquoted,
+            _ => CsvState::Unquoted,
         };
     }
     separators
@@ -121,7 +123,7 @@ fn read_chunk(
 ) -> Result<Option<Chunk>, OperatorError> {
     let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
     let mut chunk = Chunk { buf: Vec::with_capacity(1 << 16), records: Vec::new(), bad: Vec::new() };
-    let mut state = Quote::FieldStart;
+    let mut state = CsvState::FieldStart;
     let mut separators = 0;
     let mut open_record = false;
     while chunk.records.len() < CHUNK_LINES && (open_record || chunk.buf.len() < CHUNK_BYTES) {
@@ -148,9 +150,9 @@ fn read_chunk(
         }
         if let Some(delimiter) = csv {
             separators += scan_csv(&mut state, &chunk.buf[before..], delimiter);
-            open_record = state == Quote::Quoted;
+            open_record = state == CsvState::Quoted;
             if !open_record {
-                state = Quote::FieldStart;
+                state = CsvState::FieldStart;
                 if separators + 1 != fields {
                     let i = chunk.records.len() - 1;
                     chunk.bad.push((i, format!("expected {fields} fields, found {}", separators + 1)));
@@ -311,7 +313,7 @@ impl FileReader {
                 let mut line = 0;
                 if self.format == FileFormat::Csv && self.header {
                     // The header's names are not used (columns are by position); it may span lines.
-                    let mut state = Quote::FieldStart;
+                    let mut state = CsvState::FieldStart;
                     let mut skip = Vec::new();
                     loop {
                         skip.clear();
@@ -322,7 +324,7 @@ impl FileReader {
                         }
                         line += 1;
                         scan_csv(&mut state, &skip, self.delimiter);
-                        if state != Quote::Quoted {
+                        if state != CsvState::Quoted {
                             break;
                         }
                     }
@@ -640,13 +642,13 @@ mod tests {
 
     #[test]
     fn csv_records_end_outside_quotes() {
-        let mut s = Quote::FieldStart;
+        let mut s = CsvState::FieldStart;
         assert_eq!(scan_csv(&mut s, b"1,\"a\n", b','), 1);
-        assert!(s == Quote::Quoted);
+        assert!(s == CsvState::Quoted);
         assert_eq!(scan_csv(&mut s, b"b\"\"c\",2\n", b','), 1);
-        assert!(s == Quote::FieldStart);
-        let mut s = Quote::FieldStart;
+        assert!(s == CsvState::FieldStart);
+        let mut s = CsvState::FieldStart;
         assert_eq!(scan_csv(&mut s, b"1,ab\"c,3\n", b','), 2);
-        assert!(s == Quote::FieldStart, "a quote inside an unquoted field is text");
+        assert!(s == CsvState::FieldStart, "a quote inside an unquoted field is text");
     }
 }
