@@ -21,6 +21,7 @@ impl Operator for StdoutWriter {
         if self.closed {
             return Ok(());
         }
+        super::file::values::check_printable(&batch)?;
         let mut buf = Vec::new();
         match self.format {
             StdoutFormat::Json => {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 pub mod sink;
 pub mod source;
+pub mod values;
 
 use super::{Checker, Sink, Source, StateKind, StreamSchema, check_event_time};
 use crate::diagnostics::Code;

@@ -208,6 +208,9 @@ impl FileWriter {
 
 impl Operator for FileWriter {
     fn process(&mut self, _: usize, batch: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+        if self.format != FileFormat::Parquet {
+            super::values::check_printable(&batch)?;
+        }
         for (bucket, mut part) in self.buckets(&batch)? {
             // With a size limit, write as many rows as fit (by the size of rows written so
             // far), roll, and go on with the rest.

@@ -1,7 +1,9 @@
 //! Reading files: each subtask reads its share of the matching files, streaming, a chunk of
-//! lines (CSV, JSON lines) or a row group batch (Parquet) at a time, so a file of any size
-//! runs in bounded memory. A chunk that does not decode is decoded again line by line to
-//! find the bad records, which fail the job, are skipped, or become dead letters.
+//! records (CSV, JSON lines) or a row group batch (Parquet) at a time, so a file of any size
+//! runs in bounded memory. Text is decoded as text columns and converted to the declared
+//! types afterwards (see [`values`]), so a bad value marks one row; a chunk that does not
+//! decode at all is halved until its bad records stand alone. Bad records fail the job, are
+//! skipped, or become dead letters.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -10,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
-use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::array::{ArrayRef, StringArray};
+use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::{FileFormat, FileSource, OnError};
+use super::{FileFormat, FileSource, OnError, values};
 use crate::runtime::{BuildContext, OperatorError, OperatorMetrics, SourceEvent, SourceReader, dead_letter_schema};
 use crate::spec::check::StreamSchema;
 
@@ -62,12 +64,132 @@ pub fn list_files(path: &str, shown: &str) -> Result<Vec<PathBuf>, OperatorError
     Ok(files)
 }
 
+/// Files a subtask keeps open at once when it interleaves them by event time.
+const MAX_OPEN: usize = 64;
+
 enum Open {
-    Lines { reader: BufReader<File>, path: PathBuf, line: u64 },
-    Parquet { reader: ParquetRecordBatchReader, path: PathBuf },
+    Lines { reader: BufReader<File>, line: u64 },
+    Parquet { reader: ParquetRecordBatchReader, row: u64 },
+}
+
+/// One file being read.
+struct Split {
+    open: Open,
+    path: PathBuf,
+    /// The largest event time read from it so far, ms.
+    max_event_time: i64,
+}
+
+/// Where a CSV scanner is within a record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the field's end, or the first of a doubled quote.
+    QuoteInQuoted,
+}
+
+/// Advances the CSV state over `line` (RFC 4180: a quote opens a quoted field only at the
+/// field's start); returns the number of field separators outside quotes.
+fn scan_csv(state: &mut CsvState, line: &[u8], delimiter: u8) -> usize {
+    let mut separators = 0;
+    for &c in line {
+        *state = match (*state, c) {
+            (CsvState::Quoted, b'"') => CsvState::QuoteInQuoted,
+            (CsvState::Quoted, _) => CsvState::Quoted,
+            (CsvState::QuoteInQuoted, b'"') => CsvState::Quoted,
+            (CsvState::FieldStart, b'"') => CsvState::Quoted,
+            (_, b'\n') => CsvState::FieldStart,
+            (_, c) if c == delimiter => {
+                separators += 1;
+                CsvState::FieldStart
+            }
+            _ => CsvState::Unquoted,
+        };
+    }
+    separators
+}
+
+/// Reads the next chunk of records of a text file; `None` at its end. CSV records end at
+/// a line end outside quotes, so a quoted field may hold line breaks.
+fn read_chunk(
+    reader: &mut BufReader<File>,
+    line: &mut u64,
+    path: &Path,
+    csv: Option<u8>,
+    fields: usize,
+    metrics: &OperatorMetrics,
+) -> Result<Option<Chunk>, OperatorError> {
+    let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
+    let mut chunk = Chunk { buf: Vec::with_capacity(1 << 16), records: Vec::new(), bad: Vec::new() };
+    let mut state = CsvState::FieldStart;
+    let mut separators = 0;
+    let mut open_record = false;
+    while chunk.records.len() < CHUNK_LINES && (open_record || chunk.buf.len() < CHUNK_BYTES) {
+        let before = chunk.buf.len();
+        let n = reader.read_until(b'\n', &mut chunk.buf).map_err(io)?;
+        if n == 0 {
+            if open_record {
+                let i = chunk.records.len() - 1;
+                chunk.bad.push((i, "a quoted field is not closed before the end of the file".into()));
+            }
+            break;
+        }
+        *line += 1;
+        if !open_record {
+            if chunk.buf[before..].iter().all(u8::is_ascii_whitespace) {
+                chunk.buf.truncate(before);
+                continue;
+            }
+            chunk.records.push((before, *line));
+            separators = 0;
+        }
+        if chunk.buf.last() != Some(&b'\n') {
+            chunk.buf.push(b'\n');
+        }
+        if let Some(delimiter) = csv {
+            separators += scan_csv(&mut state, &chunk.buf[before..], delimiter);
+            open_record = state == CsvState::Quoted;
+            if !open_record {
+                state = CsvState::FieldStart;
+                if separators + 1 != fields {
+                    let i = chunk.records.len() - 1;
+                    chunk.bad.push((i, format!("expected {fields} fields, found {}", separators + 1)));
+                }
+            }
+        }
+    }
+    OperatorMetrics::add(&metrics.bytes_read, chunk.buf.len() as u64);
+    Ok((!chunk.records.is_empty()).then_some(chunk))
+}
+
+/// A chunk of records read from a text file.
+struct Chunk {
+    buf: Vec<u8>,
+    /// Start offset in `buf` and first physical line of each record.
+    records: Vec<(usize, u64)>,
+    /// Records known bad before decoding, with why.
+    bad: Vec<(usize, String)>,
+}
+
+impl Chunk {
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.records[i].0..self.records.get(i + 1).map_or(self.buf.len(), |r| r.0)
+    }
+
+    fn raw(&self, i: usize) -> String {
+        String::from_utf8_lossy(&self.buf[self.range(i)]).trim_end().to_string()
+    }
 }
 
 /// One file-source subtask.
+///
+/// Without an event time it reads its files one after another. With one, it keeps up to
+/// [`MAX_OPEN`] files open and always reads next from the one whose event times are furthest
+/// behind; its watermark is the smallest over the files it has not finished, and does not
+/// move while files wait to be opened, so a folder of files that each span the same hours
+/// gives the same answer at any parallelism.
 pub struct FileReader {
     name: String,
     path: String,
@@ -76,16 +198,25 @@ pub struct FileReader {
     header: bool,
     delimiter: u8,
     schema: SchemaRef,
+    read_schema: SchemaRef,
     on_error: OnError,
     event_time: Option<usize>,
+    out_of_orderness: i64,
     files: VecDeque<PathBuf>,
-    open: Option<Open>,
+    open: Vec<Split>,
+    max_open: usize,
+    /// The largest event time of all files read, ms.
+    max_event_time: i64,
+    watermark: i64,
+    pending_watermark: Option<i64>,
     watch: bool,
     seen: HashSet<PathBuf>,
     last_scan: Instant,
     subtask: usize,
     parallelism: usize,
     dead_letters: VecDeque<RecordBatch>,
+    json: Option<arrow::json::reader::Decoder>,
+    csv: Option<arrow::csv::reader::Decoder>,
     metrics: Arc<OperatorMetrics>,
 }
 
@@ -99,6 +230,7 @@ impl FileReader {
             OperatorMetrics::add(&ctx.metrics.bytes_total, total);
         }
         let csv = cfg.csv.as_ref();
+        let event_time = schema.event_time.as_ref().and_then(|c| schema.schema.index_of(c).ok());
         Ok(FileReader {
             name: ctx.operator.clone(),
             path,
@@ -107,16 +239,28 @@ impl FileReader {
             header: csv.is_none_or(|c| c.header),
             delimiter: csv.and_then(|c| c.delimiter.as_ref()).and_then(|d| d.bytes().next()).unwrap_or(b','),
             schema: schema.schema.clone(),
+            read_schema: values::text_schema(&schema.schema),
             on_error: cfg.on_error,
-            event_time: schema.event_time.as_ref().and_then(|c| schema.schema.index_of(c).ok()),
+            event_time,
+            out_of_orderness: cfg
+                .event_time
+                .as_ref()
+                .and_then(|e| e.max_out_of_orderness)
+                .map_or(0, |d| d.as_millis_i64()),
             seen: ctx.all_splits.iter().map(PathBuf::from).collect(),
             files: mine,
-            open: None,
+            open: Vec::new(),
+            max_open: if event_time.is_some() { MAX_OPEN } else { 1 },
+            max_event_time: i64::MIN,
+            watermark: i64::MIN,
+            pending_watermark: None,
             watch: cfg.watch,
             last_scan: Instant::now(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
             dead_letters: VecDeque::new(),
+            json: None,
+            csv: None,
             metrics: ctx.metrics.clone(),
         })
     }
@@ -137,44 +281,86 @@ impl FileReader {
         Ok(())
     }
 
-    fn open_next(&mut self) -> Result<bool, OperatorError> {
-        let Some(path) = self.files.pop_front() else { return Ok(false) };
+    /// Opens waiting files up to the limit; false if none is open.
+    fn open_more(&mut self) -> Result<bool, OperatorError> {
+        while self.open.len() < self.max_open {
+            let Some(path) = self.files.pop_front() else { break };
+            let open = self.open_file(&path)?;
+            self.open.push(Split { open, path, max_event_time: i64::MIN });
+        }
+        Ok(!self.open.is_empty())
+    }
+
+    fn open_file(&mut self, path: &Path) -> Result<Open, OperatorError> {
         let file =
-            File::open(&path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
-        self.open = Some(match self.format {
+            File::open(path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
+        Ok(match self.format {
             FileFormat::Parquet => {
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                     .and_then(|b| b.with_batch_size(CHUNK_LINES).build())
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
-                OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(&path).map_or(0, |m| m.len()));
-                Open::Parquet { reader, path }
+                OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
+                Open::Parquet { reader, row: 0 }
             }
             _ => {
-                let mut reader = BufReader::with_capacity(1 << 20, file);
+                let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
+                let mut reader = BufReader::with_capacity(capacity, file);
+                let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
+                // A byte-order mark is not part of the first record.
+                if reader.fill_buf().map_err(io)?.starts_with(b"\xEF\xBB\xBF") {
+                    reader.consume(3);
+                }
                 let mut line = 0;
                 if self.format == FileFormat::Csv && self.header {
-                    let mut skip = String::new();
-                    let n = reader.read_line(&mut skip)?;
-                    OperatorMetrics::add(&self.metrics.bytes_read, n as u64);
-                    line = 1;
+                    // The header's names are not used (columns are by position); it may span lines.
+                    let mut state = CsvState::FieldStart;
+                    let mut skip = Vec::new();
+                    loop {
+                        skip.clear();
+                        let n = reader.read_until(b'\n', &mut skip).map_err(io)?;
+                        OperatorMetrics::add(&self.metrics.bytes_read, n as u64);
+                        if n == 0 {
+                            break;
+                        }
+                        line += 1;
+                        scan_csv(&mut state, &skip, self.delimiter);
+                        if state != CsvState::Quoted {
+                            break;
+                        }
+                    }
                 }
-                Open::Lines { reader, path, line }
+                Open::Lines { reader, line }
             }
-        });
-        Ok(true)
+        })
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    /// Decodes text records with the reused decoder of the format, into text columns.
+    fn decode(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        let result = self.decode_with(bytes);
+        if result.is_err() {
+            // A decoder that failed may hold part of a record.
+            self.json = None;
+            self.csv = None;
+        }
+        result
+    }
+
+    fn decode_with(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         // Both decoders take bytes until their batch is full (then they take none until
         // flushed) or the input is used up; every byte is decoded.
         let mut batches = Vec::new();
         match self.format {
             FileFormat::Csv => {
-                let mut d = arrow::csv::ReaderBuilder::new(self.schema.clone())
-                    .with_header(false)
-                    .with_delimiter(self.delimiter)
-                    .with_batch_size(CHUNK_LINES)
-                    .build_decoder();
+                if self.csv.is_none() {
+                    self.csv = Some(
+                        arrow::csv::ReaderBuilder::new(self.read_schema.clone())
+                            .with_header(false)
+                            .with_delimiter(self.delimiter)
+                            .with_batch_size(CHUNK_LINES)
+                            .build_decoder(),
+                    );
+                }
+                let d = self.csv.as_mut().expect("built");
                 let mut rest = bytes;
                 while !rest.is_empty() {
                     let n = d.decode(rest)?;
@@ -188,9 +374,15 @@ impl FileReader {
                 batches.extend(d.flush()?);
             }
             _ => {
-                let mut d = arrow::json::ReaderBuilder::new(self.schema.clone())
-                    .with_batch_size(CHUNK_LINES)
-                    .build_decoder()?;
+                if self.json.is_none() {
+                    self.json = Some(
+                        arrow::json::ReaderBuilder::new(self.read_schema.clone())
+                            .with_coerce_primitive(true)
+                            .with_batch_size(CHUNK_LINES)
+                            .build_decoder()?,
+                    );
+                }
+                let d = self.json.as_mut().expect("built");
                 let mut rest = bytes;
                 while !rest.is_empty() {
                     let n = d.decode(rest)?;
@@ -209,7 +401,41 @@ impl FileReader {
         match batches.len() {
             0 => Ok(None),
             1 => Ok(batches.pop()),
-            _ => Ok(Some(concat_batches(&self.schema, &batches)?)),
+            _ => Ok(Some(concat_batches(&self.read_schema, &batches)?)),
+        }
+    }
+
+    /// Decodes records `idx` of `chunk`: good ones in bulk, and on failure the run halved
+    /// until the bad records stand alone.
+    fn decode_records(
+        &mut self,
+        chunk: &Chunk,
+        idx: &[usize],
+        good: &mut Vec<(RecordBatch, Vec<usize>)>,
+        bad: &mut Vec<(usize, String)>,
+    ) {
+        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+        let copied;
+        let bytes = match (idx.first(), idx.last()) {
+            (Some(&a), Some(&b)) if contiguous => &chunk.buf[chunk.range(a).start..chunk.range(b).end],
+            (Some(_), Some(_)) => {
+                copied = idx.iter().flat_map(|&i| chunk.buf[chunk.range(i)].iter().copied()).collect::<Vec<u8>>();
+                &copied[..]
+            }
+            _ => return,
+        };
+        match self.decode(bytes) {
+            Ok(Some(b)) if b.num_rows() == idx.len() => good.push((b, idx.to_vec())),
+            Ok(b) if idx.len() == 1 => {
+                let n = b.map_or(0, |b| b.num_rows());
+                bad.push((idx[0], format!("expected one record on the line, found {n}")));
+            }
+            Err(e) if idx.len() == 1 => bad.push((idx[0], e.to_string())),
+            _ => {
+                let (left, right) = idx.split_at(idx.len() / 2);
+                self.decode_records(chunk, left, good, bad);
+                self.decode_records(chunk, right, good, bad);
+            }
         }
     }
 
@@ -241,125 +467,111 @@ impl FileReader {
         }
     }
 
-    /// Reads the next chunk of lines of the open file; `None` at its end.
-    fn read_lines(&mut self) -> Result<Option<RecordBatch>, OperatorError> {
-        let Some(Open::Lines { reader, path, line }) = &mut self.open else { return Ok(None) };
-        let mut buf = Vec::with_capacity(1 << 16);
-        let mut starts = Vec::new();
-        let first_line = *line + 1;
-        while starts.len() < CHUNK_LINES && buf.len() < CHUNK_BYTES {
-            let before = buf.len();
-            let n = reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
+    /// The rows of a chunk of text records, with bad records handled.
+    fn lines_batch(&mut self, chunk: Chunk, path: &Path) -> Result<RecordBatch, OperatorError> {
+        let mut bad = chunk.bad.clone();
+        let known: HashSet<usize> = bad.iter().map(|b| b.0).collect();
+        let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
+        let mut good = Vec::new();
+        let whole = idx.first().map(|&a| chunk.range(a).start..chunk.range(*idx.last().expect("one")).end);
+        let bulk = match (&whole, chunk.bad.is_empty()) {
+            (Some(r), true) => self.decode(&chunk.buf[r.clone()]).ok().flatten().filter(|b| b.num_rows() == idx.len()),
+            _ => None,
+        };
+        if let Some(b) = bulk {
+            good.push((b, idx));
+        } else if self.format == FileFormat::Jsonl {
+            // Lines that are not one JSON value are set apart cheaply before the rest is halved.
+            let (suspect, rest): (Vec<usize>, Vec<usize>) = idx
+                .iter()
+                .partition(|&&i| serde_json::from_slice::<serde::de::IgnoredAny>(&chunk.buf[chunk.range(i)]).is_err());
+            for i in suspect {
+                self.decode_records(&chunk, &[i], &mut good, &mut bad);
             }
-            *line += 1;
-            if buf[before..].iter().all(u8::is_ascii_whitespace) {
-                buf.truncate(before);
-                continue;
-            }
-            if buf.last() != Some(&b'\n') {
-                buf.push(b'\n');
-            }
-            starts.push((before, *line));
+            self.decode_records(&chunk, &rest, &mut good, &mut bad);
+            good.sort_by_key(|g| g.1[0]);
+        } else {
+            self.decode_records(&chunk, &idx, &mut good, &mut bad);
         }
-        OperatorMetrics::add(&self.metrics.bytes_read, buf.len() as u64);
-        if starts.is_empty() {
-            return Ok(None);
-        }
-        let path = path.display().to_string();
-        let _ = first_line;
-        // The fast path needs one record per line; anything else is sorted out line by line.
-        match self.decode(&buf).map(|b| b.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))) {
-            Ok(batch) if batch.num_rows() == starts.len() => {
-                if let Some(nulls) = self.null_event_times(&batch) {
-                    let lines: Vec<(usize, u64)> = starts.clone();
-                    return self.split_out(batch, &nulls, &buf, &lines, &path).map(Some);
-                }
-                Ok(Some(batch))
-            }
+        let (batch, rows) = match good.len() {
+            0 => (RecordBatch::new_empty(self.read_schema.clone()), Vec::new()),
+            1 => good.pop().expect("one"),
             _ => {
-                // Find the bad records one by one.
-                let mut good = Vec::new();
-                let mut bad = Vec::new();
-                for (i, &(start, line_no)) in starts.iter().enumerate() {
-                    let end = starts.get(i + 1).map_or(buf.len(), |s| s.0);
-                    let record = &buf[start..end];
-                    let raw = String::from_utf8_lossy(record).trim_end().to_string();
-                    match self.decode(record) {
-                        Ok(Some(b)) if b.num_rows() == 1 => {
-                            if self.null_event_times(&b).is_some() {
-                                bad.push((raw, self.null_event_time_error(), format!("{path}:{line_no}")));
-                            } else {
-                                good.push(b);
-                            }
-                        }
-                        Ok(b) => {
-                            let n = b.map_or(0, |b| b.num_rows());
-                            let why = format!("expected one record on the line, found {n}");
-                            bad.push((raw, why, format!("{path}:{line_no}")))
-                        }
-                        Err(e) => bad.push((raw, e.to_string(), format!("{path}:{line_no}"))),
-                    }
-                }
-                self.bad(bad)?;
-                Ok(Some(concat_batches(&self.schema, &good)?))
+                let batch = concat_batches(&self.read_schema, good.iter().map(|g| &g.0))?;
+                (batch, good.into_iter().flat_map(|g| g.1).collect())
             }
-        }
+        };
+        let (batch, errors) = self.conform(&batch, path)?;
+        bad.extend(errors.into_iter().map(|(row, why)| (rows[row], why)));
+        bad.sort_by_key(|b| b.0);
+        let shown = path.display().to_string();
+        let bad =
+            bad.into_iter().map(|(i, why)| (chunk.raw(i), why, format!("{shown}:{}", chunk.records[i].1))).collect();
+        self.bad(bad)?;
+        Ok(batch)
     }
 
-    fn null_event_time_error(&self) -> String {
-        let col = self.event_time.map(|c| self.schema.field(c).name().clone()).unwrap_or_default();
-        format!("event-time column `{col}` is empty")
+    /// `batch` in the declared types, and the rows that are not.
+    fn conform(&self, batch: &RecordBatch, path: &Path) -> Result<(RecordBatch, values::RowErrors), OperatorError> {
+        values::conform(batch, &self.schema, self.event_time).map_err(|e| match e {
+            values::ConformError::Missing(c) => OperatorError::new(format!("`{}` has no column `{c}`", path.display())),
+            values::ConformError::Arrow(e) => OperatorError::new(format!("reading `{}`: {e}", path.display())),
+        })
     }
 
-    /// Row indices whose event time is null, if any.
-    fn null_event_times(&self, batch: &RecordBatch) -> Option<Vec<usize>> {
-        let col = batch.column(self.event_time?);
-        (col.null_count() > 0).then(|| (0..col.len()).filter(|&i| col.is_null(i)).collect())
-    }
-
-    fn split_out(
-        &mut self,
-        batch: RecordBatch,
-        nulls: &[usize],
-        buf: &[u8],
-        lines: &[(usize, u64)],
-        path: &str,
-    ) -> Result<RecordBatch, OperatorError> {
-        let bad = nulls
-            .iter()
-            .map(|&i| {
-                let (start, line_no) = lines[i];
-                let end = lines.get(i + 1).map_or(buf.len(), |s| s.0);
-                let raw = String::from_utf8_lossy(&buf[start..end]).trim_end().to_string();
-                (raw, self.null_event_time_error(), format!("{path}:{line_no}"))
+    /// The rows of a Parquet batch in the declared types, with bad rows handled.
+    fn parquet_batch(&mut self, batch: RecordBatch, first_row: u64, path: &Path) -> Result<RecordBatch, OperatorError> {
+        let (good, errors) = self.conform(&batch, path)?;
+        let shown = path.display().to_string();
+        let bad = errors
+            .into_iter()
+            .map(|(row, why)| {
+                let mut raw = Vec::new();
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut raw);
+                let _ = w.write(&batch.slice(row, 1)).and_then(|_| w.finish());
+                let raw = String::from_utf8_lossy(&raw).trim_end().to_string();
+                (raw, why, format!("{shown}: row {}", first_row + row as u64 + 1))
             })
             .collect();
         self.bad(bad)?;
-        let keep: Vec<u32> = (0..batch.num_rows() as u32).filter(|i| !nulls.contains(&(*i as usize))).collect();
-        Ok(take_record_batch(&batch, &UInt32Array::from(keep))?)
+        Ok(good)
     }
 
-    /// The declared columns of a Parquet batch, cast to the declared types.
-    fn conform(&self, batch: RecordBatch, path: &Path) -> Result<RecordBatch, OperatorError> {
-        let columns = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let col = batch.column_by_name(f.name()).ok_or_else(|| {
-                    OperatorError::new(format!("Parquet file `{}` has no column `{}`", path.display(), f.name()))
-                })?;
-                if col.data_type() == f.data_type() {
-                    Ok(col.clone())
-                } else {
-                    cast(col, f.data_type())
-                        .map_err(|e| OperatorError::new(format!("`{}` column `{}`: {e}", path.display(), f.name())))
+    /// Reads the next batch from open split `s`; `None` at its end.
+    fn read_split(&mut self, s: usize) -> Result<Option<RecordBatch>, OperatorError> {
+        let split = &mut self.open[s];
+        let path = split.path.clone();
+        match &mut split.open {
+            Open::Parquet { reader, row } => match reader.next() {
+                Some(Ok(b)) => {
+                    let first = *row;
+                    *row += b.num_rows() as u64;
+                    self.parquet_batch(b, first, &path).map(Some)
                 }
-            })
-            .collect::<Result<Vec<_>, OperatorError>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+                Some(Err(e)) => Err(OperatorError::new(format!("reading `{}`: {e}", path.display()))),
+                None => Ok(None),
+            },
+            Open::Lines { reader, line } => {
+                let csv = (self.format == FileFormat::Csv).then_some(self.delimiter);
+                match read_chunk(reader, line, &path, csv, self.schema.fields().len(), &self.metrics)? {
+                    Some(c) => self.lines_batch(c, &path).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The watermark the splits allow: none while files wait to be opened, else the smallest
+    /// over open files, or over everything read once all are done.
+    fn allowed_watermark(&self) -> Option<i64> {
+        if !self.files.is_empty() {
+            return None;
+        }
+        let t = match self.open.iter().map(|s| s.max_event_time).min() {
+            Some(t) => t,
+            None => self.max_event_time,
+        };
+        (t > i64::MIN).then(|| t.saturating_sub(self.out_of_orderness).saturating_sub(1))
     }
 }
 
@@ -369,7 +581,10 @@ impl SourceReader for FileReader {
             if let Some(d) = self.dead_letters.pop_front() {
                 return Ok(SourceEvent::DeadLetters(d));
             }
-            if self.open.is_none() && !self.open_next()? {
+            if let Some(w) = self.pending_watermark.take() {
+                return Ok(SourceEvent::Watermark(w));
+            }
+            if !self.open_more()? {
                 if !self.watch {
                     return Ok(SourceEvent::End);
                 }
@@ -382,25 +597,58 @@ impl SourceReader for FileReader {
                 }
                 continue;
             }
-            let batch = match &mut self.open {
-                Some(Open::Parquet { reader, path }) => match reader.next() {
-                    Some(Ok(b)) => {
-                        let path = path.clone();
-                        Some(self.conform(b, &path)?)
-                    }
-                    Some(Err(e)) => {
-                        return Err(OperatorError::new(format!("reading `{}`: {e}", path.display())));
-                    }
-                    None => None,
-                },
-                Some(Open::Lines { .. }) => self.read_lines()?,
-                None => None,
-            };
+            // The open file furthest behind in event time (the first, without event time).
+            let s = (0..self.open.len()).min_by_key(|&s| self.open[s].max_event_time).expect("one is open");
+            let batch = self.read_split(s)?;
             match batch {
-                Some(b) if b.num_rows() > 0 => return Ok(SourceEvent::Batch(b)),
-                Some(_) => continue,
-                None => self.open = None,
+                Some(b) => {
+                    if let Some(m) = self.event_time.and_then(|c| crate::runtime::task::max_event_time(&b, c)) {
+                        self.open[s].max_event_time = self.open[s].max_event_time.max(m);
+                        self.max_event_time = self.max_event_time.max(m);
+                    }
+                    self.advance_watermark();
+                    if b.num_rows() > 0 {
+                        return Ok(SourceEvent::Batch(b));
+                    }
+                }
+                None => {
+                    self.open.remove(s);
+                    self.advance_watermark();
+                }
             }
         }
+    }
+
+    fn explicit_watermarks(&self) -> bool {
+        self.event_time.is_some()
+    }
+}
+
+impl FileReader {
+    fn advance_watermark(&mut self) {
+        if self.event_time.is_none() {
+            return;
+        }
+        if let Some(w) = self.allowed_watermark().filter(|w| *w > self.watermark) {
+            self.watermark = w;
+            self.pending_watermark = Some(w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_records_end_outside_quotes() {
+        let mut s = CsvState::FieldStart;
+        assert_eq!(scan_csv(&mut s, b"1,\"a\n", b','), 1);
+        assert!(s == CsvState::Quoted);
+        assert_eq!(scan_csv(&mut s, b"b\"\"c\",2\n", b','), 1);
+        assert!(s == CsvState::FieldStart);
+        let mut s = CsvState::FieldStart;
+        assert_eq!(scan_csv(&mut s, b"1,ab\"c,3\n", b','), 2);
+        assert!(s == CsvState::FieldStart, "a quote inside an unquoted field is text");
     }
 }

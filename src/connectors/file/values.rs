@@ -1,0 +1,345 @@
+//! Turning what a file holds into the declared column types without changing any value:
+//! text or a differently typed Parquet column is converted row by row, and a row whose
+//! value does not convert exactly (a fraction into an integer column, an overflow, NaN, a
+//! timestamp outside the calendar) is reported, never stored as null or truncated.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use arrow::compute::{cast, filter};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use crate::plan::type_name;
+
+/// Problems found in rows of a batch: row index and what is wrong.
+pub type RowErrors = Vec<(usize, String)>;
+
+/// The schema a CSV or JSON-lines decoder reads with: every declared column as nullable text,
+/// converted afterwards by [`conform`] so a bad value is one bad row, not a failed chunk.
+pub fn text_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+    ))
+}
+
+/// `text` as an integer if it is exactly one: `7`, `-7`, `7.0`, `7e2`; not `7.5` or `-0.9`.
+pub fn exact_integer(text: &str) -> Option<i128> {
+    let s = text.as_bytes();
+    let (neg, s) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match s.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(p) => (&s[..p], std::str::from_utf8(&s[p + 1..]).ok()?.parse::<i64>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = match mantissa.iter().position(|c| *c == b'.') {
+        Some(p) => (&mantissa[..p], &mantissa[p + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    if (int.is_empty() && frac.is_empty()) || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    let mut e = exp.checked_sub(frac.len() as i64)?;
+    while e < 0 {
+        match digits.last() {
+            Some(b'0') => {
+                digits.pop();
+                e += 1;
+            }
+            Some(_) => return None,
+            None => e = 0,
+        }
+    }
+    let digits = &digits[digits.iter().position(|c| *c != b'0').unwrap_or(digits.len())..];
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if digits.len() as i64 + e > 20 {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for d in digits {
+        v = v * 10 + i128::from(d - b'0');
+    }
+    for _ in 0..e {
+        v *= 10;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Whether `ms` since the epoch is a calendar instant (one that can be printed).
+fn valid_millis(ms: i64) -> bool {
+    chrono::DateTime::from_timestamp_millis(ms).is_some()
+}
+
+fn valid_days(days: i32) -> bool {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|d| d.checked_add_signed(chrono::TimeDelta::try_days(i64::from(days))?))
+        .is_some()
+}
+
+fn not_a(field: &Field, value: &str) -> String {
+    let value = if value.len() > 60 { format!("{}…", &value[..value.floor_char_boundary(60)]) } else { value.into() };
+    format!("column `{}`: `{value}` is not a {}", field.name(), type_name(field.data_type()))
+}
+
+fn out_of_range(field: &Field, value: impl std::fmt::Display) -> String {
+    format!("column `{}`: {value} is outside the range of {}", field.name(), type_name(field.data_type()))
+}
+
+/// Text values converted to `field`'s type; rows that do not convert go to `errors`.
+fn from_text(col: &StringArray, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
+    let ty = field.data_type();
+    let mut bad = |i: usize, why: String| errors.push((i, why));
+    Ok(match ty {
+        DataType::Utf8 => Arc::new(col.clone()),
+        DataType::Int32 | DataType::Int64 => {
+            let values: Vec<Option<i64>> = (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        return None;
+                    }
+                    let s = col.value(i);
+                    let v = exact_integer(s).and_then(|v| match ty {
+                        DataType::Int32 => i32::try_from(v).ok().map(i64::from),
+                        _ => i64::try_from(v).ok(),
+                    });
+                    if v.is_none() {
+                        bad(i, not_a(field, s));
+                    }
+                    v
+                })
+                .collect();
+            match ty {
+                DataType::Int32 => {
+                    Arc::new(values.into_iter().map(|v| v.map(|v| v as i32)).collect::<Int32Array>()) as ArrayRef
+                }
+                _ => Arc::new(Int64Array::from(values)),
+            }
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            let values: TimestampMillisecondArray = (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        return None;
+                    }
+                    let s = col.value(i);
+                    let ms = match exact_integer(s) {
+                        Some(v) => i64::try_from(v).ok().filter(|v| valid_millis(*v)),
+                        None => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_millis()),
+                    };
+                    if ms.is_none() {
+                        bad(i, not_a(field, s));
+                    }
+                    ms
+                })
+                .collect();
+            Arc::new(values.with_timezone_opt(tz.clone()))
+        }
+        DataType::Date32 => Arc::new(
+            (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        return None;
+                    }
+                    let s = col.value(i);
+                    let days = match exact_integer(s) {
+                        Some(v) => i32::try_from(v).ok().filter(|v| valid_days(*v)),
+                        None => Date32Type::parse(s),
+                    };
+                    if days.is_none() {
+                        bad(i, not_a(field, s));
+                    }
+                    days
+                })
+                .collect::<Date32Array>(),
+        ),
+        _ => {
+            let out = cast(col, ty)?;
+            for i in 0..col.len() {
+                if col.is_valid(i) && out.is_null(i) {
+                    bad(i, not_a(field, col.value(i)));
+                }
+            }
+            out
+        }
+    })
+}
+
+/// A float column into an integer type: only finite, whole values in range.
+fn from_float(col: &ArrayRef, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
+    let f = cast(col, &DataType::Float64)?;
+    let f = f.as_any().downcast_ref::<Float64Array>().expect("cast to f64");
+    let (lo, hi) = match field.data_type() {
+        DataType::Int32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        _ => (i64::MIN as f64, 9_223_372_036_854_774_784.0),
+    };
+    let values: Int64Array = (0..f.len())
+        .map(|i| {
+            if f.is_null(i) {
+                return None;
+            }
+            let v = f.value(i);
+            if v.is_finite() && v.fract() == 0.0 && v >= lo && v <= hi {
+                Some(v as i64)
+            } else {
+                errors.push((i, not_a(field, &v.to_string())));
+                None
+            }
+        })
+        .collect();
+    cast(&values, field.data_type())
+}
+
+/// Rows of a typed timestamp or date column outside the calendar.
+fn check_range(col: &ArrayRef, field: &Field, errors: &mut RowErrors) {
+    if let Some(ts) = col.as_any().downcast_ref::<TimestampMillisecondArray>() {
+        for (i, v) in ts.iter().enumerate() {
+            if let Some(v) = v.filter(|v| !valid_millis(*v)) {
+                errors.push((i, out_of_range(field, format!("{v} ms"))));
+            }
+        }
+    } else if let Some(d) = col.as_any().downcast_ref::<Date32Array>() {
+        for (i, v) in d.iter().enumerate() {
+            if let Some(v) = v.filter(|v| !valid_days(*v)) {
+                errors.push((i, out_of_range(field, format!("day {v}"))));
+            }
+        }
+    }
+}
+
+/// One column of a batch in `field`'s type; rows that do not convert go to `errors`.
+fn convert(col: &ArrayRef, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
+    let target = field.data_type();
+    let out = if let Some(text) = col.as_any().downcast_ref::<StringArray>() {
+        return from_text(text, field, errors);
+    } else if col.data_type() == target {
+        col.clone()
+    } else if col.data_type().is_floating() && target.is_integer() {
+        from_float(col, field, errors)?
+    } else {
+        let out = cast(col, target)?;
+        let shown = arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())?;
+        for i in 0..col.len() {
+            if col.is_valid(i) && out.is_null(i) {
+                errors.push((i, not_a(field, &shown.value(i).to_string())));
+            }
+        }
+        out
+    };
+    check_range(&out, field, errors);
+    Ok(out)
+}
+
+/// `batch` with its columns (found by name) converted to `schema`, and the rows that could
+/// not be: a value that does not convert exactly, a null event time (`event_time`, a column
+/// index) or a null in a column declared `nullable: false`. The returned batch has only the
+/// good rows; the errors are sorted by row, one per row.
+pub fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    event_time: Option<usize>,
+) -> Result<(RecordBatch, RowErrors), ConformError> {
+    let mut errors = RowErrors::new();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (c, field) in schema.fields().iter().enumerate() {
+        let col = batch.column_by_name(field.name()).ok_or_else(|| ConformError::Missing(field.name().clone()))?;
+        let out = convert(col, field, &mut errors)?;
+        if Some(c) == event_time || !field.is_nullable() {
+            for i in (0..col.len()).filter(|&i| col.is_null(i)) {
+                let what = if Some(c) == event_time { "event-time column" } else { "column" };
+                errors.push((i, format!("{what} `{}` is empty", field.name())));
+            }
+        }
+        columns.push(out);
+    }
+    errors.sort_by_key(|e| e.0);
+    errors.dedup_by_key(|e| e.0);
+    let columns = if errors.is_empty() {
+        columns
+    } else {
+        let mut keep = vec![true; batch.num_rows()];
+        for (i, _) in &errors {
+            keep[*i] = false;
+        }
+        let keep = BooleanArray::from(keep);
+        columns.iter().map(|c| filter(c, &keep)).collect::<Result<Vec<_>, _>>()?
+    };
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows() - errors.len()));
+    Ok((RecordBatch::try_new_with_options(schema.clone(), columns, &options)?, errors))
+}
+
+/// Why [`conform`] could not convert a batch at all.
+#[derive(Debug)]
+pub enum ConformError {
+    /// A declared column is not in the batch.
+    Missing(String),
+    /// Arrow failed.
+    Arrow(ArrowError),
+}
+
+impl From<ArrowError> for ConformError {
+    fn from(e: ArrowError) -> Self {
+        ConformError::Arrow(e)
+    }
+}
+
+/// Fails if a value of `batch` cannot be printed (a timestamp outside the calendar, say), so
+/// writers that print values never write an error message in place of one.
+pub fn check_printable(batch: &RecordBatch) -> Result<(), ArrowError> {
+    let options = arrow::util::display::FormatOptions::new().with_display_error(false);
+    for (col, field) in batch.columns().iter().zip(batch.schema().fields()) {
+        if !field.data_type().is_temporal() && !field.data_type().is_nested() {
+            continue;
+        }
+        let f = arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &options)?;
+        let mut s = String::new();
+        for i in 0..col.len() {
+            s.clear();
+            f.value(i).write(&mut s).map_err(|e| {
+                ArrowError::ComputeError(format!(
+                    "column `{}` row {}: cannot print the value: {e}",
+                    field.name(),
+                    i + 1
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_integers() {
+        for (text, want) in [
+            ("7", Some(7)),
+            ("-7", Some(-7)),
+            ("2.0", Some(2)),
+            ("1e3", Some(1000)),
+            ("1.5e1", Some(15)),
+            ("-0.0", Some(0)),
+            ("1.5", None),
+            ("-0.9", None),
+            ("1e-1", None),
+            ("", None),
+            ("abc", None),
+            (" 7", None),
+            ("1e999999", None),
+            ("9223372036854775807", Some(i64::MAX as i128)),
+        ] {
+            assert_eq!(exact_integer(text), want, "{text}");
+        }
+    }
+}

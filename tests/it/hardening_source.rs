@@ -1,0 +1,302 @@
+//! The file source never changes data silently: values that do not fit the declared type are
+//! bad records in every format, CSV records may span lines, a byte-order mark is not data,
+//! and the answer of a bounded job does not depend on how files are dealt to subtasks.
+
+use std::path::Path;
+
+use crate::sluice;
+
+fn write(dir: &Path, name: &str, text: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// The JSON rows of every file in `dir`, sorted by their text.
+fn rows(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            rows.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+    }
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+/// Runs a one-source spec into a JSON-lines sink `good` (and `rejects` with dead letters);
+/// returns (exit code, stderr).
+fn run(dir: &Path, source: &str, on_error: &str) -> (Option<i32>, String) {
+    let dead = if on_error == "dead_letter" { ", dead_letter: rejected" } else { "" };
+    let rejects = if on_error == "dead_letter" {
+        format!(
+            "  rejects: {{ connector: file, input: rejected, path: \"{}\", format: jsonl }}\n",
+            dir.join("rejects").display()
+        )
+    } else {
+        String::new()
+    };
+    let spec = format!(
+        "version: 1\nname: t\nsources:\n  src: {{ {source}, on_error: {on_error}{dead} }}\nsinks:\n  good: {{ connector: file, input: src, path: \"{}\", format: jsonl }}\n{rejects}",
+        dir.join("good").display()
+    );
+    let spec = write(dir, "spec.yaml", spec.as_bytes());
+    let out = sluice(&["run", "--quiet", &spec]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ids(dir: &Path) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows(&dir.join("good")).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn csv_records_may_hold_quoted_line_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(
+        dir.path(),
+        "in.csv",
+        b"id,note\n1,\"first line\nsecond line\"\n2,\"say \"\"hi\"\"\nagain\"\n3,plain\n4,x,extra\n5,ab\"c\n",
+    );
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    // Physical lines: the record of id 4 starts on line 7.
+    assert!(err.contains("in.csv:7"), "the location counts physical lines: {err}");
+    assert!(err.contains("expected 2 fields, found 3"), "{err}");
+
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    let good = rows(&dir.path().join("good"));
+    let notes: Vec<&str> = good.iter().map(|r| r["note"].as_str().unwrap()).collect();
+    assert_eq!(notes, vec!["first line\nsecond line", "say \"hi\"\nagain", "plain", "ab\"c"]);
+    let rejects = rows(&dir.path().join("rejects"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["raw"], "4,x,extra");
+}
+
+#[test]
+fn csv_quote_left_open_is_one_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.csv", b"id,note\n1,ok\n2,\"never closed\n3,lost\n");
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.csv:3") && err.contains("not closed"), "{err}");
+}
+
+#[test]
+fn json_fractions_are_not_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(
+        dir.path(),
+        "in.jsonl",
+        b"{\"id\": 1, \"n\": 1}\n{\"id\": 2, \"n\": 1.5}\n{\"id\": 3, \"n\": -0.9}\n{\"id\": 4, \"n\": 2.0}\n{\"id\": 5, \"n\": 1e3}\n{\"id\": 6, \"n\": 3000000000}\n{\"id\": 7, \"n\": \"8\"}\n",
+    );
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint, n: int }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.jsonl:2") && err.contains("`1.5` is not a int"), "{err}");
+
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(0), "{err}");
+    let good = rows(&dir.path().join("good"));
+    let got: Vec<(i64, i64)> = good.iter().map(|r| (r["id"].as_i64().unwrap(), r["n"].as_i64().unwrap())).collect();
+    // Whole numbers written as 2.0 or 1e3 are exact and kept; 3000000000 overflows an int.
+    assert_eq!(got, vec![(1, 1), (4, 2), (5, 1000), (7, 8)]);
+}
+
+#[test]
+fn timestamps_outside_the_calendar_are_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(
+        dir.path(),
+        "in.jsonl",
+        b"{\"id\": 1, \"ts\": \"2026-01-01T00:00:00Z\"}\n{\"id\": 2, \"ts\": 9000000000000000000}\n{\"id\": 3, \"ts\": 1e20}\n{\"id\": 4, \"ts\": \"+300000-01-01T00:00:00Z\"}\n{\"id\": 5, \"ts\": 1767225600000}\n",
+    );
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint, ts: timestamp }}");
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1, 5]);
+    let text = std::fs::read_dir(dir.path().join("good"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(!text.contains("ERROR"), "{text}");
+    let rejects = rows(&dir.path().join("rejects"));
+    let locations: Vec<&str> = rejects.iter().map(|r| r["location"].as_str().unwrap()).collect();
+    assert!(locations.iter().all(|l| l.ends_with(":2") || l.ends_with(":3") || l.ends_with(":4")), "{locations:?}");
+    assert_eq!(rejects.len(), 3, "{rejects:?}");
+
+    let csv = write(dir.path(), "in.csv", b"id,ts\n1,2026-01-01T00:00:00Z\n2,9000000000000000000\n");
+    let source = format!("connector: file, path: \"{csv}\", format: csv, schema: {{ id: bigint, ts: timestamp }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.csv:3"), "{err}");
+}
+
+#[test]
+fn sinks_never_print_an_error_message_as_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.jsonl", b"{\"id\": 1}\n");
+    for sink in [
+        format!("{{ connector: file, input: far, path: \"{}\", format: jsonl }}", dir.path().join("out").display()),
+        "{ connector: stdout, input: far, format: json }".to_string(),
+    ] {
+        let spec = format!(
+            "version: 1\nname: t\nsources:\n  src: {{ connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }} }}\ntransforms:\n  far: {{ type: select, input: src, columns: {{ id: id, ts: \"to_timestamp_millis(id * 9000000000000000000)\" }} }}\nsinks:\n  out: {sink}\n"
+        );
+        let spec = write(dir.path(), "spec.yaml", spec.as_bytes());
+        let out = sluice(&["run", "--quiet", &spec]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!stdout.contains("ERROR"), "{stdout}");
+        assert_eq!(out.status.code(), Some(1), "{sink}: {stdout} {err}");
+        assert!(err.contains("cannot print"), "{err}");
+        if let Ok(entries) = std::fs::read_dir(dir.path().join("out")) {
+            for e in entries {
+                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                assert!(!text.contains("ERROR"), "{text}");
+            }
+        }
+    }
+}
+
+/// Writes `jsonl` to a Parquet file through `sluice run`, with `schema`.
+fn to_parquet(dir: &Path, jsonl: &str, schema: &str) -> String {
+    let data = write(dir, "p.jsonl", jsonl.as_bytes());
+    let out_dir = dir.join("parquet");
+    let spec = format!(
+        "version: 1\nname: p\nsources:\n  src: {{ connector: file, path: \"{data}\", format: jsonl, schema: {schema} }}\nsinks:\n  out: {{ connector: file, input: src, path: \"{}\", format: parquet }}\n",
+        out_dir.display()
+    );
+    let spec = write(dir, "p.yaml", spec.as_bytes());
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    out_dir.to_string_lossy().into_owned()
+}
+
+#[test]
+fn parquet_values_that_do_not_fit_are_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = to_parquet(
+        dir.path(),
+        "{\"id\": 1, \"s\": \"7\", \"f\": 2.0, \"big\": 5, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": 1767225600000}\n\
+         {\"id\": 2, \"s\": \"seven\", \"f\": 2.0, \"big\": 5, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": 1767225600000}\n\
+         {\"id\": 3, \"s\": \"7\", \"f\": 1.5, \"big\": 5, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": 1767225600000}\n\
+         {\"id\": 4, \"s\": \"7\", \"f\": 2.0, \"big\": 3000000000, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": 1767225600000}\n\
+         {\"id\": 5, \"s\": \"7\", \"f\": 2.0, \"big\": 5, \"t\": \"soon\", \"ms\": 1767225600000}\n\
+         {\"id\": 6, \"s\": \"7\", \"f\": 2.0, \"big\": 5, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": 100000000000000000}\n\
+         {\"id\": 7, \"s\": \"7\", \"f\": 2.0, \"big\": 5, \"t\": \"2026-01-01T00:00:00Z\", \"ms\": null}\n",
+        "{ id: bigint, s: string, f: double, big: bigint, t: string, ms: bigint }",
+    );
+    let source = format!(
+        "connector: file, path: \"{parquet}\", format: parquet, schema: {{ id: bigint, s: bigint, f: bigint, big: int, t: timestamp, ms: timestamp }}, event_time: {{ column: ms }}"
+    );
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("row 2") && err.contains("`seven` is not a bigint"), "{err}");
+
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1]);
+    let good = rows(&dir.path().join("good"));
+    assert_eq!(good[0]["s"], 7);
+    assert_eq!(good[0]["f"], 2);
+    let rejects = rows(&dir.path().join("rejects"));
+    assert_eq!(rejects.len(), 6, "{rejects:?}");
+    for r in &rejects {
+        let raw: serde_json::Value = serde_json::from_str(r["raw"].as_str().unwrap()).unwrap();
+        assert!(raw["id"].as_i64().unwrap() > 1, "{r}");
+        assert!(r["location"].as_str().unwrap().contains(": row "), "{r}");
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_not_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.jsonl", b"\xEF\xBB\xBF{\"id\": 1}\n{\"id\": 2}\n");
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1, 2]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.csv", b"\xEF\xBB\xBF1,a\n2,b\n");
+    let source = format!(
+        "connector: file, path: \"{data}\", format: csv, csv: {{ header: false }}, schema: {{ id: bigint, s: string }}"
+    );
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1, 2]);
+}
+
+#[test]
+fn a_csv_header_that_is_not_utf8_does_not_matter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.csv", b"id,caf\xe9\n1,a\n2,\xff\n");
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, s: string }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    // The header's names are not used; a record that is not UTF-8 is a bad record, located.
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.csv:3"), "{err}");
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1]);
+}
+
+#[test]
+fn many_bad_lines_are_found_and_good_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut want = Vec::new();
+    for i in 0..20_000 {
+        match i % 97 {
+            13 => text.push_str("not json\n"),
+            41 => text.push_str(&format!("{{\"id\": {i}.5}}\n")),
+            _ => {
+                text.push_str(&format!("{{\"id\": {i}}}\n"));
+                want.push(i);
+            }
+        }
+    }
+    let data = write(dir.path(), "in.jsonl", text.as_bytes());
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }}");
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), want);
+}
+
+#[test]
+fn files_spanning_the_same_hours_give_the_same_windows_at_any_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in 0..3 {
+        let mut text = String::new();
+        for m in 0..60 {
+            text.push_str(&format!("{{\"server\": {f}, \"ts\": \"2026-01-01T00:{m:02}:30Z\"}}\n"));
+        }
+        std::fs::write(input.join(format!("server-{f}.jsonl")), text).unwrap();
+    }
+    let mut results = Vec::new();
+    for p in [1, 2] {
+        let out = dir.path().join(format!("out{p}"));
+        let spec = format!(
+            "version: 1\nname: w\nparallelism: {p}\nsources:\n  logs: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ server: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\ntransforms:\n  w: {{ type: window_aggregate, input: logs, window: {{ type: tumbling, size: 10m }}, aggregates: {{ n: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: file, input: w, path: \"{}\", format: jsonl }}\n",
+            input.display(),
+            out.display()
+        );
+        let spec = write(dir.path(), "spec.yaml", spec.as_bytes());
+        let run = sluice(&["run", "--quiet", &spec]);
+        assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+        let rows = rows(&out);
+        let counts: Vec<i64> = rows.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+        assert_eq!(counts, vec![30; 6], "parallelism {p}: every row in its window: {rows:?}");
+        results.push(rows);
+    }
+    assert_eq!(results[0], results[1]);
+}
