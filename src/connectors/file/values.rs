@@ -31,6 +31,12 @@ pub fn text_schema(schema: &Schema) -> SchemaRef {
 /// `text` as an integer if it is exactly one: `7`, `-7`, `7.0`, `7e2`; not `7.5` or `-0.9`.
 pub fn exact_integer(text: &str) -> Option<i128> {
     let s = text.as_bytes();
+    // Fast path, the common case: plain digits with an optional sign, short enough not to overflow.
+    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
+        let v = digits.iter().fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
+        return Some(if digits.len() < s.len() { -v } else { v });
+    }
     let (neg, s) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
