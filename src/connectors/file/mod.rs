@@ -104,7 +104,7 @@ pub struct FileSource {
     pub event_time: Option<EventTime>,
     /// Subtasks reading files in parallel (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 
@@ -215,7 +215,7 @@ pub struct FileSink {
     pub rolling: Option<Rolling>,
     /// Subtasks writing in parallel (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 
