@@ -79,3 +79,130 @@ fn a_failed_run_removes_its_in_progress_files() {
     assert!(stderr.contains("b.jsonl:1"), "the failure is the bad record: {stderr}");
     assert_eq!(files(&out), Vec::<String>::new(), "nothing left in the sink folder");
 }
+
+/// A distinctive folder name standing for a secret value.
+const SECRET: &str = "s3cr3t-Tok3n-9f8e7d";
+
+/// Everything a run shows and writes: stdout, stderr, and the names and contents of every
+/// file under `out`.
+fn everything(run: &std::process::Output, out: &Path) -> String {
+    let mut all = format!("{}\n{}\n", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&p) else { continue };
+        for e in entries {
+            let path = e.unwrap().path();
+            all.push_str(&format!("{}\n", path.display()));
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                all.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    all
+}
+
+/// A scratch folder with the secret folder (holding `files`) and an output folder beside it.
+fn secret_dir(files: &[(&str, &[u8])]) -> (tempfile::TempDir, String, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(SECRET);
+    std::fs::create_dir(&data).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(data.join(name), bytes).unwrap();
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    (dir, data.to_string_lossy().into_owned(), out)
+}
+
+fn run_spec(dir: &Path, spec: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let mut all = vec!["run"];
+    all.extend(args);
+    all.push(path.to_str().unwrap());
+    sluice_env(&all, env)
+}
+
+const BAD_JSONL: &[u8] = b"{\"id\": 1}\n{\"id\": \"two\"}\n{\"id\": 3}\n";
+
+#[test]
+fn a_failing_bad_record_is_named_through_the_template() {
+    let (dir, data, out) = secret_dir(&[("in.jsonl", BAD_JSONL)]);
+    let spec = format!(
+        "version: 1\nname: secret\nsources:\n  s: {{ connector: file, path: \"${{env:DATA_DIR}}/in.jsonl\", format: jsonl, schema: {{ id: bigint }} }}\n\
+         sinks:\n  o: {{ connector: file, input: s, path: \"{}\", format: jsonl }}\n",
+        out.display()
+    );
+    let run = run_spec(dir.path(), &spec, &[], &[("DATA_DIR", &data)]);
+    let all = everything(&run, &out);
+    assert_eq!(run.status.code(), Some(1), "{all}");
+    assert!(!all.contains(SECRET), "the value of DATA_DIR is printed: {all}");
+    assert!(all.contains("${env:DATA_DIR}/in.jsonl:2"), "the bad record is named through the template: {all}");
+}
+
+#[test]
+fn dead_letter_locations_are_named_through_the_template() {
+    let (dir, data, out) = secret_dir(&[("in.jsonl", BAD_JSONL)]);
+    let spec = format!(
+        "version: 1\nname: secret\nsources:\n  s:\n    connector: file\n    path: \"${{env:DATA_DIR}}/in.jsonl\"\n    format: jsonl\n    \
+         schema: {{ id: bigint }}\n    on_error: dead_letter\n    dead_letter: rejected\n\
+         sinks:\n  o: {{ connector: file, input: s, path: \"{o}/good\", format: jsonl }}\n  \
+         r: {{ connector: file, input: rejected, path: \"{o}/rejected\", format: jsonl }}\n",
+        o = out.display()
+    );
+    let run = run_spec(dir.path(), &spec, &[], &[("DATA_DIR", &data)]);
+    let all = everything(&run, &out);
+    assert!(run.status.success(), "{all}");
+    assert!(!all.contains(SECRET), "the value of DATA_DIR is written: {all}");
+    let rejected = out.join("rejected");
+    let rows: Vec<serde_json::Value> = files(&rejected)
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(rejected.join(f)).unwrap().lines().map(String::from).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["location"], "${env:DATA_DIR}/in.jsonl:2");
+
+    // A dry run prints the dead letters instead.
+    let dry = run_spec(dir.path(), &spec, &["--dry-run"], &[("DATA_DIR", &data)]);
+    let shown = everything(&dry, &dir.path().join("none"));
+    assert!(dry.status.success(), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(shown.contains("${env:DATA_DIR}/in.jsonl:2"), "{shown}");
+}
+
+#[test]
+fn a_parquet_read_error_is_named_through_the_template() {
+    let (dir, data, out) = secret_dir(&[("in.parquet", b"this is not a parquet file")]);
+    let spec = format!(
+        "version: 1\nname: secret\nsources:\n  s: {{ connector: file, path: \"${{env:DATA_DIR}}/*.parquet\", format: parquet, schema: {{ id: bigint }} }}\n\
+         sinks:\n  o: {{ connector: file, input: s, path: \"{}\", format: jsonl }}\n",
+        out.display()
+    );
+    let run = run_spec(dir.path(), &spec, &[], &[("DATA_DIR", &data)]);
+    let all = everything(&run, &out);
+    assert_eq!(run.status.code(), Some(1), "{all}");
+    assert!(!all.contains(SECRET), "the value of DATA_DIR is printed: {all}");
+    assert!(all.contains("${env:DATA_DIR}/in.parquet"), "the file is named through the template: {all}");
+}
+
+#[test]
+fn a_sink_folder_that_cannot_be_created_is_named_through_the_template() {
+    let (dir, data, out) = secret_dir(&[]);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"ts\": \"2026-01-01T00:00:00Z\"}\n").unwrap();
+    // The bucket folder cannot be created: a file holds its name.
+    std::fs::write(Path::new(&data).join("dt=2026-01-01"), "in the way").unwrap();
+    let spec = format!(
+        "version: 1\nname: secret\nsources:\n  s: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ id: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\n\
+         sinks:\n  o: {{ connector: file, input: s, path: \"${{env:OUT_DIR}}\", format: jsonl, bucket: \"dt=%Y-%m-%d\" }}\n",
+        input.display()
+    );
+    let run = run_spec(dir.path(), &spec, &[], &[("OUT_DIR", &data)]);
+    let all = everything(&run, &out);
+    assert_eq!(run.status.code(), Some(1), "{all}");
+    assert!(!all.contains(SECRET), "the value of OUT_DIR is printed: {all}");
+    assert!(all.contains("cannot create folder `${env:OUT_DIR}/dt=2026-01-01`"), "{all}");
+}
