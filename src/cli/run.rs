@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use sluice::diagnostics::Format;
 use sluice::runtime::controller::{OperatorStats, ProgressFn};
 use sluice::runtime::{JobOptions, run_job};
+use sluice::spec::values::Redactor;
 use sluice::spec::{self, Options};
 use sluice::testing;
 
@@ -117,7 +118,10 @@ pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyh
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            writeln!(err, "error: {e}")?;
+            // Connectors name files as the spec writes them; this also keeps the values of
+            // `${...}` references out of anything else that reached the message.
+            let shown = Redactor::new(report.references.iter().map(|r| &r.reference));
+            writeln!(err, "error: {}", shown.apply(&e.to_string()))?;
             Ok(ExitCode::from(1))
         }
     }

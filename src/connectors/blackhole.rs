@@ -29,7 +29,7 @@ pub struct BlackholeSink {
     pub input: String,
     /// Subtasks (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 

@@ -68,7 +68,7 @@ pub struct StdoutSink {
     pub format: StdoutFormat,
     /// Subtasks printing in parallel (default 1).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 

@@ -22,7 +22,7 @@ pub struct Sql {
     pub query: String,
     /// Subtasks (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 

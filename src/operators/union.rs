@@ -37,7 +37,7 @@ pub struct Union {
     pub inputs: Vec<String>,
     /// Subtasks (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 

@@ -5,6 +5,11 @@
 //! memory between two subtasks never exceeds the capacity (plus one message, so that a batch
 //! larger than the capacity still passes when the queue is empty). Messages from one producer
 //! stay in order. Closing the queue (on failure or cancel) wakes everyone.
+//!
+//! Waking a thread costs a system call and a context switch, and control messages travel
+//! from every upstream subtask to every downstream one; so a sender wakes the consumer only
+//! when it is waiting for a message, and the consumer wakes senders only when one is waiting
+//! for room.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,6 +23,12 @@ struct Inner {
     queue: VecDeque<(ChannelId, Message, usize)>,
     bytes: usize,
     closed: bool,
+    /// Whether the consumer waits for a message.
+    receiver_waiting: bool,
+    /// Senders waiting for room.
+    senders_waiting: usize,
+    /// Threads woken so far (for tests).
+    wakeups: u64,
 }
 
 /// A byte-bounded multi-producer queue.
@@ -36,7 +47,14 @@ impl Queue {
     /// A queue holding at most about `capacity` bytes.
     pub fn new(capacity: usize) -> Arc<Queue> {
         Arc::new(Queue {
-            inner: Mutex::new(Inner { queue: VecDeque::new(), bytes: 0, closed: false }),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                receiver_waiting: false,
+                senders_waiting: 0,
+                wakeups: 0,
+            }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             capacity: capacity.max(1),
@@ -48,15 +66,23 @@ impl Queue {
         let size = message.size();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         while !inner.closed && inner.bytes > 0 && inner.bytes + size > self.capacity {
+            inner.senders_waiting += 1;
             inner = self.not_full.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.senders_waiting -= 1;
         }
         if inner.closed {
             return Err(Closed);
         }
         inner.bytes += size;
         inner.queue.push_back((from, message, size));
+        let wake = std::mem::take(&mut inner.receiver_waiting);
+        if wake {
+            inner.wakeups += 1;
+        }
         drop(inner);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -79,15 +105,23 @@ impl Queue {
             }
             if let Some((from, message, size)) = inner.queue.pop_front() {
                 inner.bytes -= size;
+                let wake = inner.senders_waiting > 0;
+                if wake {
+                    inner.wakeups += 1;
+                }
                 drop(inner);
-                self.not_full.notify_all();
+                if wake {
+                    self.not_full.notify_all();
+                }
                 return Ok(Some((from, message)));
             }
             let now = std::time::Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
+            inner.receiver_waiting = true;
             inner = self.not_empty.wait_timeout(inner, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            inner.receiver_waiting = false;
         }
     }
 
@@ -105,6 +139,11 @@ impl Queue {
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
+    /// Threads this queue has woken so far.
+    pub fn wakeups(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).wakeups
     }
 }
 
@@ -155,5 +194,25 @@ mod tests {
         for i in 0..5 {
             assert!(matches!(q.recv().unwrap(), (1, Message::Watermark(w)) if w == i));
         }
+    }
+
+    #[test]
+    fn senders_wake_the_consumer_only_when_it_waits() {
+        let q = Queue::new(1 << 20);
+        for i in 0..100 {
+            q.send(i, Message::Watermark(i as i64)).unwrap();
+        }
+        for _ in 0..100 {
+            q.recv().unwrap();
+        }
+        assert_eq!(q.wakeups(), 0, "nobody was waiting");
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || q2.recv().map(|(c, _)| c));
+        while !consumer.is_finished() && !q.inner.lock().unwrap().receiver_waiting {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.send(7, Message::End).unwrap();
+        assert_eq!(consumer.join().unwrap(), Ok(7));
+        assert_eq!(q.wakeups(), 1);
     }
 }

@@ -18,7 +18,7 @@ use indexmap::IndexMap;
 
 use super::channel::Queue;
 use super::partition::{Partitioner, RemoteEdge, Target};
-use super::task::{ChannelState, Node, TaskFailure, WatermarkGen, run_queue, run_source};
+use super::task::{InputWatermarks, Node, TaskFailure, WatermarkGen, run_queue, run_source};
 use super::{BuildContext, Operator, OperatorError, OperatorMetrics, Output, SourceEvent, SourceReader};
 use crate::plan::{self, Partitioning, PhysicalPlan};
 use crate::spec::Validated;
@@ -213,8 +213,9 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
     }
     let task_of: HashMap<&str, usize> = plan.operators.iter().map(|o| (o.id.as_str(), o.task)).collect();
 
-    // Inbound channels per consumer subtask, and the target each producer subtask sends to.
-    let mut channels: HashMap<(usize, usize), Vec<ChannelState>> = HashMap::new();
+    // Inbound channels per consumer subtask (the input each feeds), and the target each
+    // producer subtask sends to.
+    let mut channels: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     let mut targets: HashMap<(usize, usize), Vec<Target>> = HashMap::new(); // (edge index, producer subtask)
     for (ei, e) in plan.edges.iter().filter(|e| !e.chained).enumerate() {
         let input = input_index(v, &e.to, &e.stream);
@@ -224,7 +225,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
             for s in 0..par[e.to.as_str()] {
                 let chans = channels.entry((consumer_task, s)).or_default();
                 let id = chans.len();
-                chans.push(ChannelState::new(input));
+                chans.push(input);
                 list.push(Target { queue: queues[&(consumer_task, s)].clone(), channel: id });
             }
             targets.insert((ei, u), list);
@@ -324,7 +325,7 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                 nodes.push(Node { id: id.clone(), op, outputs, metrics: metrics[id].clone() });
             }
             let queue = queues.get(&(t.id, s)).cloned();
-            let chans = channels.remove(&(t.id, s)).unwrap_or_default();
+            let chans = InputWatermarks::new(channels.remove(&(t.id, s)).unwrap_or_default());
             subtasks.push((t.id, s, nodes, reader, queue, chans));
         }
     }

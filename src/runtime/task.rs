@@ -9,6 +9,7 @@
 //! `idle_timeout` without rows, and sends the final watermark when its input is exhausted
 //! (not when the job is stopped, so windows are not closed early).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -236,33 +237,146 @@ pub fn run_source(
 
 /// What a queue-fed subtask knows of one inbound channel.
 #[derive(Debug, Clone, Copy)]
-pub struct ChannelState {
-    /// Which input of the head operator the channel feeds.
-    pub input: usize,
+struct ChannelState {
     watermark: i64,
+    /// Which input of the head operator the channel feeds.
+    input: u32,
     idle: bool,
     ended: bool,
 }
 
-impl ChannelState {
-    /// A fresh channel feeding `input`.
-    pub fn new(input: usize) -> Self {
-        ChannelState { input, watermark: i64::MIN, idle: false, ended: false }
+/// The watermarks of a queue-fed subtask's inbound channels and their combined minimum, kept
+/// up to date message by message: a message costs O(log distinct watermarks), not a rescan
+/// of every channel (with p upstream subtasks each sending to p downstream ones, a rescan
+/// per message made control traffic cost p³).
+#[derive(Debug)]
+pub struct InputWatermarks {
+    channels: Vec<ChannelState>,
+    /// Active (neither idle nor ended) channels per watermark.
+    active: BTreeMap<i64, u32>,
+    active_count: usize,
+    ended_count: usize,
+}
+
+impl InputWatermarks {
+    /// Channels feeding the head operator's inputs `inputs[channel]`, all active, with no
+    /// watermark yet.
+    pub fn new(inputs: impl IntoIterator<Item = usize>) -> Self {
+        let channels: Vec<ChannelState> = inputs
+            .into_iter()
+            .map(|input| ChannelState { watermark: i64::MIN, input: input as u32, idle: false, ended: false })
+            .collect();
+        let n = channels.len();
+        let active = if n == 0 { BTreeMap::new() } else { BTreeMap::from([(i64::MIN, n as u32)]) };
+        InputWatermarks { channels, active, active_count: n, ended_count: 0 }
+    }
+
+    /// Number of channels.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether there are no channels.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The head operator's input that `channel` feeds.
+    pub fn input(&self, channel: usize) -> usize {
+        self.channels[channel].input as usize
+    }
+
+    fn is_active(c: &ChannelState) -> bool {
+        !c.idle && !c.ended
+    }
+
+    fn remove_active(&mut self, w: i64) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.active.entry(w) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        self.active_count -= 1;
+    }
+
+    fn add_active(&mut self, w: i64) {
+        *self.active.entry(w).or_insert(0) += 1;
+        self.active_count += 1;
+    }
+
+    /// Rows arrived on `channel`: it is no longer idle.
+    pub fn on_data(&mut self, channel: usize) {
+        let c = self.channels[channel];
+        if c.idle && !c.ended {
+            self.channels[channel].idle = false;
+            self.add_active(c.watermark);
+        }
+    }
+
+    /// `channel` sent watermark `w`: it is no longer idle, and its watermark never goes back.
+    pub fn on_watermark(&mut self, channel: usize, w: i64) {
+        let c = self.channels[channel];
+        if c.ended {
+            return;
+        }
+        let next = c.watermark.max(w);
+        if Self::is_active(&c) {
+            if next == c.watermark {
+                return;
+            }
+            self.remove_active(c.watermark);
+        }
+        self.channels[channel].idle = false;
+        self.channels[channel].watermark = next;
+        self.add_active(next);
+    }
+
+    /// `channel` reported itself idle.
+    pub fn on_idle(&mut self, channel: usize) {
+        let c = self.channels[channel];
+        if Self::is_active(&c) {
+            self.remove_active(c.watermark);
+        }
+        self.channels[channel].idle = true;
+    }
+
+    /// `channel` ended.
+    pub fn on_end(&mut self, channel: usize) {
+        let c = self.channels[channel];
+        if c.ended {
+            return;
+        }
+        if Self::is_active(&c) {
+            self.remove_active(c.watermark);
+        }
+        self.channels[channel].ended = true;
+        self.ended_count += 1;
+    }
+
+    /// The combined watermark: the minimum over active channels; `None` while none is active.
+    /// (Exhausted inputs sent the final watermark before ending; stopped ones did not, and
+    /// their open windows must stay open, so idle or ended everywhere holds.)
+    pub fn combined(&self) -> Option<i64> {
+        self.active.first_key_value().map(|(w, _)| *w)
+    }
+
+    /// Whether some channel is neither idle nor ended.
+    pub fn any_active(&self) -> bool {
+        self.active_count > 0
+    }
+
+    /// Whether every channel has ended.
+    pub fn all_ended(&self) -> bool {
+        self.ended_count == self.channels.len()
     }
 }
 
-/// The combined watermark: minimum over active channels; `None` while all are idle.
-fn combined(channels: &[ChannelState]) -> Option<i64> {
-    let active = channels.iter().filter(|c| !c.idle && !c.ended);
-    // Idle or ended everywhere gives `None`: hold. (Exhausted inputs sent the final
-    // watermark before ending; stopped ones did not, and their open windows must stay open.)
-    active.map(|c| c.watermark).min()
-}
-
 /// Runs a subtask fed by `queue` until every channel has ended.
-pub fn run_queue(queue: &Queue, channels: &mut [ChannelState], nodes: &mut [Node]) -> Result<(), TaskFailure> {
+pub fn run_queue(queue: &Queue, channels: &mut InputWatermarks, nodes: &mut [Node]) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
-    // Whether this subtask told its consumers it is idle (all its inputs are).
+    // Whether this subtask's consumers take it for idle: it said so (all its inputs are) and
+    // has sent neither rows nor a watermark since.
     let mut idle_sent = false;
     if channels.is_empty() {
         return end(nodes);
@@ -276,35 +390,30 @@ pub fn run_queue(queue: &Queue, channels: &mut [ChannelState], nodes: &mut [Node
             }
             Err(_) => return Err(fail(&nodes[0], OperatorError::new("the job is stopping"))),
         };
-        let ch = &mut channels[from];
         match message {
             Message::Batch(batch) => {
-                ch.idle = false;
+                channels.on_data(from);
                 idle_sent = false;
-                let input = ch.input;
-                deliver(nodes, input, batch).map_err(|e| fail(&nodes[0], e))?;
+                deliver(nodes, channels.input(from), batch).map_err(|e| fail(&nodes[0], e))?;
                 continue;
             }
-            Message::Watermark(w) => {
-                ch.idle = false;
-                idle_sent = false;
-                ch.watermark = ch.watermark.max(w);
-            }
-            Message::Idle => ch.idle = true,
-            Message::End => ch.ended = true,
+            Message::Watermark(w) => channels.on_watermark(from, w),
+            Message::Idle => channels.on_idle(from),
+            Message::End => channels.on_end(from),
         }
-        if let Some(w) = combined(channels).filter(|w| *w > current) {
+        if let Some(w) = channels.combined().filter(|w| *w > current) {
             current = w;
+            idle_sent = false;
             watermark(nodes, w)?;
         }
-        // Idle inputs everywhere: pass idleness on, so consumers stop waiting for us too.
-        let any_active = channels.iter().any(|c| !c.idle && !c.ended);
-        if !any_active && !idle_sent && !channels.iter().all(|c| c.ended) {
+        if channels.all_ended() {
+            return end(nodes);
+        }
+        // Idle inputs everywhere: pass idleness on, so consumers stop waiting for us too
+        // (once; and not after the final watermark, which holds nothing back).
+        if !channels.any_active() && !idle_sent && current < MAX_WATERMARK {
             idle_sent = true;
             idle(nodes)?;
-        }
-        if channels.iter().all(|c| c.ended) {
-            return end(nodes);
         }
     }
 }
@@ -312,22 +421,143 @@ pub fn run_queue(queue: &Queue, channels: &mut [ChannelState], nodes: &mut [Node
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::partition::{Partitioner, Target};
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn combined_watermark_ignores_idle_and_ended_channels() {
-        let mut c = vec![ChannelState::new(0), ChannelState::new(0), ChannelState::new(1)];
-        c[0].watermark = 10;
-        c[1].watermark = 5;
-        c[2].watermark = 7;
-        assert_eq!(combined(&c), Some(5));
-        c[1].idle = true;
-        assert_eq!(combined(&c), Some(7));
-        c[2].ended = true;
-        assert_eq!(combined(&c), Some(10));
-        c[0].idle = true;
-        assert_eq!(combined(&c), None);
-        c[0].ended = true;
-        c[1].ended = true;
-        assert_eq!(combined(&c), None);
+        let mut c = InputWatermarks::new([0, 0, 1]);
+        c.on_watermark(0, 10);
+        c.on_watermark(1, 5);
+        c.on_watermark(2, 7);
+        assert_eq!(c.combined(), Some(5));
+        c.on_idle(1);
+        assert_eq!(c.combined(), Some(7));
+        c.on_end(2);
+        assert_eq!(c.combined(), Some(10));
+        c.on_idle(0);
+        assert_eq!(c.combined(), None);
+        assert!(!c.any_active());
+        c.on_data(1);
+        assert_eq!(c.combined(), Some(5), "rows from an idle channel make it count again");
+        c.on_end(0);
+        c.on_end(1);
+        assert_eq!(c.combined(), None);
+        assert!(c.all_ended());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Data(usize),
+        Watermark(usize, i64),
+        Idle(usize),
+        End(usize),
+    }
+
+    fn op(n: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0..n).prop_map(Op::Data),
+            4 => (0..n, -5i64..40).prop_map(|(c, w)| Op::Watermark(c, w)),
+            1 => (0..n).prop_map(Op::Idle),
+            1 => (0..n).prop_map(Op::End),
+        ]
+    }
+
+    proptest! {
+        /// The tracked minimum equals a rescan of every channel after every message.
+        #[test]
+        fn tracked_minimum_equals_a_rescan(n in 1usize..12, ops in proptest::collection::vec(op(12), 0..200)) {
+            let mut tracked = InputWatermarks::new(vec![0; n]);
+            // (watermark, idle, ended) per channel, updated the simple way.
+            let mut naive = vec![(i64::MIN, false, false); n];
+            for o in ops {
+                match o {
+                    Op::Data(c) if c < n => {
+                        tracked.on_data(c);
+                        naive[c].1 = false;
+                    }
+                    Op::Watermark(c, w) if c < n => {
+                        tracked.on_watermark(c, w);
+                        naive[c].0 = naive[c].0.max(w);
+                        naive[c].1 = false;
+                    }
+                    Op::Idle(c) if c < n => {
+                        tracked.on_idle(c);
+                        naive[c].1 = true;
+                    }
+                    Op::End(c) if c < n => {
+                        tracked.on_end(c);
+                        naive[c].2 = true;
+                    }
+                    _ => continue,
+                }
+                let active = naive.iter().filter(|c| !c.1 && !c.2);
+                prop_assert_eq!(tracked.combined(), active.clone().map(|c| c.0).min());
+                prop_assert_eq!(tracked.any_active(), active.count() > 0);
+                prop_assert_eq!(tracked.all_ended(), naive.iter().all(|c| c.2));
+            }
+        }
+    }
+
+    /// Counts the watermarks it sees.
+    struct CountWatermarks(Arc<AtomicU64>);
+
+    impl Operator for CountWatermarks {
+        fn process(&mut self, _: usize, _: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+            Ok(())
+        }
+
+        fn on_watermark(&mut self, _: i64, _: &mut dyn Output) -> Result<(), OperatorError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_watermark_is_forwarded_only_when_the_minimum_advances() {
+        let channels = 64;
+        let inbound = Queue::new(1 << 20);
+        let downstream = Queue::new(1 << 20);
+        // Every channel sends watermarks 1..=5, some twice and some going back; then all go
+        // idle (twice), then each sends the final watermark and ends.
+        for w in 1..=5 {
+            for c in 0..channels {
+                inbound.send(c, Message::Watermark(w)).unwrap();
+                if c % 3 == 0 {
+                    inbound.send(c, Message::Watermark(w - 1)).unwrap();
+                    inbound.send(c, Message::Watermark(w)).unwrap();
+                }
+            }
+        }
+        for _ in 0..2 {
+            for c in 0..channels {
+                inbound.send(c, Message::Idle).unwrap();
+            }
+        }
+        for c in 0..channels {
+            inbound.send(c, Message::Watermark(MAX_WATERMARK)).unwrap();
+            inbound.send(c, Message::End).unwrap();
+        }
+        let seen = Arc::new(AtomicU64::new(0));
+        let edge = RemoteEdge::new(Partitioner::Forward, vec![Target { queue: downstream.clone(), channel: 0 }], 0);
+        let mut nodes = vec![Node {
+            id: "w".into(),
+            op: Box::new(CountWatermarks(seen.clone())),
+            outputs: vec![vec![edge]],
+            metrics: Arc::new(OperatorMetrics::default()),
+        }];
+        let mut inputs = InputWatermarks::new(vec![0; channels]);
+        run_queue(&inbound, &mut inputs, &mut nodes).unwrap();
+        let mut sent = Vec::new();
+        while let Ok(Some((_, m))) = downstream.recv_timeout(Duration::ZERO) {
+            sent.push(match m {
+                Message::Watermark(w) => format!("{w}"),
+                other => format!("{other:?}"),
+            });
+        }
+        let max = MAX_WATERMARK.to_string();
+        assert_eq!(sent, ["1", "2", "3", "4", "5", "Idle", &max, "End"], "one message per change");
+        assert_eq!(seen.load(Ordering::Relaxed), 6, "the operator sees each advance once");
     }
 }

@@ -46,7 +46,7 @@ pub struct Pipeline {
     pub description: Option<String>,
     /// Default number of subtasks per operator (default 1).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
     /// Number of key groups: the most subtasks a keyed operator can ever be rescaled to
     /// (default 128).

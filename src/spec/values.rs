@@ -287,6 +287,54 @@ impl ConfigString {
         out.push_str(&self.0[last..]);
         Ok(out)
     }
+
+    /// A redactor for this string's references: messages show the string as written.
+    pub fn redactor(&self) -> Redactor {
+        let refs = find_references(&self.0).unwrap_or_default();
+        Redactor::new(refs.iter().map(|(_, _, r)| r))
+    }
+}
+
+/// Replaces the values of references in text (messages, locations) by the references
+/// themselves, so that `/secret/dir/in.csv:3` shows as `${env:DIR}/in.csv:3`.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// (value, reference as written), longest value first.
+    pairs: Vec<(String, String)>,
+}
+
+impl Redactor {
+    /// A redactor for `references`, with their values as they are now. References that do
+    /// not resolve, and empty values, are left out.
+    pub fn new<'a>(references: impl IntoIterator<Item = &'a Reference>) -> Self {
+        let mut pairs = Vec::new();
+        for r in references {
+            let value = match r {
+                Reference::Env(name) => std::env::var(name).ok(),
+                Reference::File(path) => std::fs::read_to_string(path).ok().map(|v| v.trim().to_string()),
+            };
+            let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
+            // Paths built on a value may lose its trailing separators.
+            let trimmed = value.trim_end_matches(['/', '\\']);
+            if !trimmed.is_empty() && trimmed != value {
+                pairs.push((trimmed.to_string(), r.to_string()));
+            }
+            pairs.push((value, r.to_string()));
+        }
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Redactor { pairs }
+    }
+
+    /// `text` with every known value replaced by its reference.
+    pub fn apply(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (value, reference) in &self.pairs {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), reference);
+            }
+        }
+        out
+    }
 }
 
 /// One `${kind:name}` reference.
@@ -393,6 +441,19 @@ mod tests {
         let schema = serde_json::json!({"type": "string", "pattern": pattern});
         let v = jsonschema::validator_for(&schema).unwrap();
         move |s| v.is_valid(&serde_json::json!(s))
+    }
+
+    #[test]
+    fn redactor_shows_references_instead_of_values() {
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("SLUICE_TEST_REDACT_DIR", "/srv/hidden/") };
+        let r = ConfigString("${env:SLUICE_TEST_REDACT_DIR}/in.csv".into()).redactor();
+        assert_eq!(r.apply("`/srv/hidden//in.csv:3`"), "`${env:SLUICE_TEST_REDACT_DIR}/in.csv:3`");
+        assert_eq!(
+            r.apply("/srv/hidden/x and /srv/hidden"),
+            "${env:SLUICE_TEST_REDACT_DIR}x and ${env:SLUICE_TEST_REDACT_DIR}"
+        );
+        assert_eq!(ConfigString("${env:SLUICE_TEST_REDACT_UNSET}".into()).redactor().apply("a"), "a");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod corpus;
 mod engine;
 mod examples;
 mod hardening_engine;
+mod hardening_runtime;
 mod hardening_source;
 mod mutation;
 mod schema;

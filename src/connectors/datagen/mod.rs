@@ -119,7 +119,7 @@ pub struct DatagenSource {
     pub event_time: Option<EventTime>,
     /// Subtasks generating in parallel (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 

@@ -10,8 +10,8 @@ pub mod values;
 
 use super::{Checker, Sink, Source, StateKind, StreamSchema, check_event_time};
 use crate::diagnostics::Code;
-use crate::runtime::{BuildContext, Operator, OperatorError, SourceReader};
-use crate::spec::values::{ByteSize, ConfigString, Duration, EventTime, SchemaDecl, arrow_schema};
+use crate::runtime::{BuildContext, Operator, OperatorError, Output, SourceEvent, SourceReader};
+use crate::spec::values::{ByteSize, ConfigString, Duration, EventTime, Redactor, SchemaDecl, arrow_schema};
 
 /// File formats read and written by the `file` connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -105,7 +105,7 @@ pub struct FileSource {
     pub event_time: Option<EventTime>,
     /// Subtasks reading files in parallel (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 
@@ -160,7 +160,7 @@ impl Source for FileSource {
 
     fn splits(&self) -> Result<Vec<String>, OperatorError> {
         let path = self.path.resolve().map_err(OperatorError::new)?;
-        let files = source::list_files(&path, &self.path.0)?;
+        let files = source::list_files(&path, &self.path.0).map_err(|e| redact(&self.path.redactor(), e))?;
         if files.is_empty() && !self.watch {
             return Err(OperatorError::new(format!("no files match `{}`", self.path.0)));
         }
@@ -168,7 +168,9 @@ impl Source for FileSource {
     }
 
     fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError> {
-        Ok(Box::new(source::FileReader::new(self, ctx, schema)?))
+        let redactor = self.path.redactor();
+        let inner = source::FileReader::new(self, ctx, schema).map_err(|e| redact(&redactor, e))?;
+        Ok(Box::new(Redacted { inner, redactor }))
     }
 
     fn describe(&self) -> String {
@@ -216,7 +218,7 @@ pub struct FileSink {
     pub rolling: Option<Rolling>,
     /// Subtasks writing in parallel (default: the pipeline's).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 
@@ -269,12 +271,73 @@ impl Sink for FileSink {
     }
 
     fn writer(&self, ctx: &BuildContext, input: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError> {
-        Ok(Box::new(sink::FileWriter::new(self, ctx, input)?))
+        let redactor = self.path.redactor();
+        let inner = sink::FileWriter::new(self, ctx, input).map_err(|e| redact(&redactor, e))?;
+        Ok(Box::new(Redacted { inner, redactor }))
     }
 
     fn describe(&self) -> String {
         let bucket = self.bucket.as_ref().map(|b| format!(", bucket {b}")).unwrap_or_default();
         format!("file sink {:?} ({}{bucket})", self.path.0, self.format.name())
+    }
+}
+
+/// A reader or writer whose errors, and dead-letter locations, show file paths as the spec
+/// writes them (`${env:DIR}/in.csv:3`), never with the resolved values of references, which
+/// may also appear inside errors from Arrow, Parquet or the OS.
+struct Redacted<T> {
+    inner: T,
+    redactor: Redactor,
+}
+
+fn redact(redactor: &Redactor, mut e: OperatorError) -> OperatorError {
+    e.message = redactor.apply(&e.message);
+    e
+}
+
+impl<T: SourceReader> SourceReader for Redacted<T> {
+    fn next(&mut self) -> Result<SourceEvent, OperatorError> {
+        match self.inner.next().map_err(|e| redact(&self.redactor, e))? {
+            SourceEvent::DeadLetters(batch) => {
+                let mut columns = batch.columns().to_vec();
+                for name in ["error", "location"] {
+                    let i = batch.schema().index_of(name)?;
+                    let text = arrow::array::AsArray::as_string::<i32>(batch.column(i));
+                    let shown: arrow::array::StringArray =
+                        text.iter().map(|v| v.map(|v| self.redactor.apply(v))).collect();
+                    columns[i] = std::sync::Arc::new(shown);
+                }
+                Ok(SourceEvent::DeadLetters(arrow::record_batch::RecordBatch::try_new(batch.schema(), columns)?))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn explicit_watermarks(&self) -> bool {
+        self.inner.explicit_watermarks()
+    }
+}
+
+impl<T: Operator> Operator for Redacted<T> {
+    fn process(
+        &mut self,
+        input: usize,
+        batch: arrow::record_batch::RecordBatch,
+        out: &mut dyn Output,
+    ) -> Result<(), OperatorError> {
+        self.inner.process(input, batch, out).map_err(|e| redact(&self.redactor, e))
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut dyn Output) -> Result<(), OperatorError> {
+        self.inner.on_watermark(watermark, out).map_err(|e| redact(&self.redactor, e))
+    }
+
+    fn on_tick(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {
+        self.inner.on_tick(out).map_err(|e| redact(&self.redactor, e))
+    }
+
+    fn on_end(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {
+        self.inner.on_end(out).map_err(|e| redact(&self.redactor, e))
     }
 }
 

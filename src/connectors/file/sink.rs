@@ -2,9 +2,15 @@
 //! buckets under it), rolling to a new file by size and by time. A file is written under a
 //! hidden `.inprogress` name and renamed to its final name only when complete, so readers of
 //! the folder never see half a file. (Committing with checkpoints comes with them.)
+//!
+//! File names are unique per sink, run and subtask (`part-<time>-<run id>-<sink>-<subtask>-<n>`,
+//! the run id random per process), and every file is created exclusively, so two sinks on
+//! one folder, or two runs started at once, can never share a file: a name that exists
+//! already is skipped. A subtask that stops without finishing (a failed run) removes its
+//! in-progress files.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,7 +78,17 @@ impl OpenFile {
         Ok(())
     }
 
+    /// Finishes the file and gives it its final name; a file that cannot be finished is removed.
     fn close(self) -> Result<(), OperatorError> {
+        let tmp = self.tmp.clone();
+        let result = self.finish();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn finish(self) -> Result<(), OperatorError> {
         match self.writer {
             Writer::Csv(w) => w.into_inner().flush()?,
             Writer::Json(mut w) => {
@@ -114,7 +130,7 @@ impl FileWriter {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", cfg.path.0)))?;
-        let run = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
+        let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
         Ok(FileWriter {
             dir: PathBuf::from(dir),
             format: cfg.format,
@@ -123,7 +139,7 @@ impl FileWriter {
             max_size: cfg.rolling.as_ref().and_then(|r| r.max_size).map(|s| s.0),
             interval: cfg.rolling.as_ref().and_then(|r| r.interval).map(|d| d.0),
             schema: input.schema.clone(),
-            prefix: format!("part-{run}-{}", ctx.subtask),
+            prefix: format!("part-{time}-{}-{}-{}", run_id(), ctx.operator, ctx.subtask),
             seq: 0,
             open: HashMap::new(),
         })
@@ -135,12 +151,21 @@ impl FileWriter {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", dir.display())))?;
             let ext = self.format.name();
-            let name = format!("{}-{:05}.{ext}", self.prefix, self.seq);
-            self.seq += 1;
-            let path = dir.join(&name);
-            let tmp = dir.join(format!(".{name}.inprogress"));
-            let file = File::create(&tmp)
-                .map_err(|e| OperatorError::new(format!("cannot create `{}`: {e}", tmp.display())))?;
+            // Skip names taken, whether finished or in progress.
+            let (file, tmp, path) = loop {
+                let name = format!("{}-{:05}.{ext}", self.prefix, self.seq);
+                self.seq += 1;
+                let path = dir.join(&name);
+                let tmp = dir.join(format!(".{name}.inprogress"));
+                if path.exists() {
+                    continue;
+                }
+                match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                    Ok(file) => break (file, tmp, path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(OperatorError::new(format!("cannot create `{}`: {e}", tmp.display()))),
+                }
+            };
             let bytes = Arc::new(AtomicU64::new(0));
             let counting = |file| Counting { inner: BufWriter::with_capacity(1 << 20, file), count: bytes.clone() };
             let writer = match self.format {
@@ -203,6 +228,29 @@ impl FileWriter {
             return Ok(vec![(rows.remove(0).0, batch.clone())]);
         }
         rows.into_iter().map(|(b, idx)| Ok((b, take_record_batch(batch, &UInt32Array::from(idx))?))).collect()
+    }
+}
+
+/// A random id for this process's run, the same for every sink subtask.
+fn run_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the OS; mix in time and process id for good measure.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    })
+}
+
+impl Drop for FileWriter {
+    /// Files still open were not finished (the run failed or was cut short): remove them.
+    fn drop(&mut self) {
+        for (_, f) in self.open.drain() {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub struct WindowAggregate {
     pub aggregates: IndexMap<String, String>,
     /// Subtasks (default: the pipeline's; 1 when there is no key).
     #[serde(default)]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
 }
 
