@@ -5,6 +5,7 @@ mod cli;
 mod corpus;
 mod engine;
 mod examples;
+mod hardening_spec;
 mod mutation;
 mod schema;
 mod windows;
