@@ -89,13 +89,10 @@ fn an_alias_bomb_is_refused_by_validate_plan_and_run() {
 #[test]
 fn aliases_within_the_limit_still_work() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = format!(
-        "version: 1\nname: ok\nx-schema: &cols {{ x: bigint, y: bigint }}\nsources:\n  s: {{ connector: datagen, count: 3, schema: *cols }}\n  t: {{ connector: datagen, count: 3, schema: *cols }}\ntransforms:\n  u: {{ type: union, inputs: [s, t] }}\nsinks:\n  o: {{ connector: blackhole, input: u }}\n"
-    );
-    let path = write(dir.path(), "ok.yaml", &spec);
+    let spec = "version: 1\nname: ok\nsources:\n  s: { connector: datagen, count: 3, schema: &cols { x: bigint, y: bigint } }\n  t: { connector: datagen, count: 3, schema: *cols }\ntransforms:\n  u: { type: union, inputs: [s, t] }\nsinks:\n  o: { connector: blackhole, input: u }\n";
+    let path = write(dir.path(), "ok.yaml", spec);
     let (out, _, _) = sluice_within(&["validate", &path], Duration::from_secs(20));
-    // `x-schema` is not a spec key; what matters is that aliases were expanded, not refused.
-    assert!(!text(&out).contains("aliases expand"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 fn filter_spec(condition: &str) -> String {

@@ -55,7 +55,7 @@ pub struct CsvOptions {
     /// Whether the first line names the columns (default true).
     #[serde(default = "default_true")]
     pub header: bool,
-    /// The field separator, one ASCII character (default `,`).
+    /// The field separator, one character (default `,`).
     #[serde(default)]
     #[schemars(length(min = 1, max = 1))]
     pub delimiter: Option<String>,
