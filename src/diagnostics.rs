@@ -79,6 +79,7 @@ codes! {
     UnknownTestColumn = "E0312", Error, "a test row names a column the source does not have";
     UnknownFunction = "E0313", Error, "an expression calls a function that does not exist";
     TestValueType = "E0314", Error, "a test row's value does not fit its column's type";
+    SqlTooLarge = "E0315", Error, "an expression or query has too many operators or is nested too deeply";
 }
 
 impl fmt::Display for Code {

@@ -119,7 +119,15 @@ pub(crate) fn spec_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         if meta.is_dir() {
             let mut found = Vec::new();
             let mut stack = vec![path.clone()];
+            // Folders already walked, by canonical path: a symlink back up the tree (or two
+            // links to one folder) is walked once, so cycles end.
+            let mut walked = std::collections::HashSet::new();
             while let Some(dir) = stack.pop() {
+                let canonical =
+                    std::fs::canonicalize(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+                if !walked.insert(canonical) {
+                    continue;
+                }
                 let entries =
                     std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
                 for entry in entries {

@@ -205,10 +205,13 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         StateKind::Keyed(what) => Some(State { kind: "keyed", what, backend: Some(backend) }),
     };
     let mut ops: Vec<Operator> = Vec::new();
+    // Operator id → its index in `ops`, so lookups stay constant-time on long chains.
+    let mut index: HashMap<String, usize> = HashMap::new();
     // (consumer, stream, what the consumer needs)
     let mut wants: Vec<(String, String, InputPartitioning)> = Vec::new();
     for (name, s) in &p.sources {
         let c = s.get();
+        index.insert(name.clone(), ops.len());
         ops.push(Operator {
             id: name.clone(),
             role: "source",
@@ -230,7 +233,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         let need = c.partitioning();
         let single_inputs = c.inputs().iter().all(|(input, _)| {
             let producer = &v.streams[*input].producer;
-            ops.iter().find(|o| &o.id == producer).is_some_and(|o| o.parallelism == 1)
+            index.get(producer).is_some_and(|&i| ops[i].parallelism == 1)
         });
         let parallelism = if need == InputPartitioning::Single
             || (ordered_inputs && need == InputPartitioning::Forward && single_inputs)
@@ -242,6 +245,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         for (input, _) in c.inputs() {
             wants.push((stream.producer.clone(), input.to_string(), need.clone()));
         }
+        index.insert(stream.producer.clone(), ops.len());
         ops.push(Operator {
             id: stream.producer.clone(),
             role: "transform",
@@ -256,7 +260,8 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         let c = s.get();
         wants.push((name.clone(), c.input().to_string(), InputPartitioning::Forward));
         let producer = &v.streams[c.input()].producer;
-        let single_input = ops.iter().find(|o| &o.id == producer).is_some_and(|o| o.parallelism == 1);
+        let single_input = index.get(producer).is_some_and(|&i| ops[i].parallelism == 1);
+        index.insert(name.clone(), ops.len());
         ops.push(Operator {
             id: name.clone(),
             role: "sink",
@@ -292,36 +297,46 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             }
         })
         .collect();
-    let in_degree = |id: &str, edges: &[Edge]| edges.iter().filter(|e| e.to == id).count();
-    let out_degree = |id: &str, edges: &[Edge]| edges.iter().filter(|e| e.from == id).count();
-    for i in 0..edges.len() {
-        let e = &edges[i];
-        let chain = e.partitioning == Partitioning::Forward
-            && in_degree(&e.to, &edges) == 1
-            && out_degree(&e.from, &edges) == 1
-            && e.stream == e.from;
-        edges[i].chained = chain;
+    let mut in_degree: HashMap<&str, usize> = HashMap::new();
+    let mut out_degree: HashMap<&str, usize> = HashMap::new();
+    for e in &edges {
+        *in_degree.entry(&e.to).or_default() += 1;
+        *out_degree.entry(&e.from).or_default() += 1;
+    }
+    let chained: Vec<bool> = edges
+        .iter()
+        .map(|e| {
+            e.partitioning == Partitioning::Forward
+                && in_degree[e.to.as_str()] == 1
+                && out_degree[e.from.as_str()] == 1
+                && e.stream == e.from
+        })
+        .collect();
+    for (e, chained) in edges.iter_mut().zip(chained) {
+        e.chained = chained;
     }
     // Tasks: follow chained edges from every operator that is not chained to its input.
     let mut tasks = Vec::new();
-    let chained_into: std::collections::HashSet<String> =
-        edges.iter().filter(|e| e.chained).map(|e| e.to.clone()).collect();
+    // A chained edge is its producer's only outgoing edge.
+    let chained_from: HashMap<&str, &str> =
+        edges.iter().filter(|e| e.chained).map(|e| (e.from.as_str(), e.to.as_str())).collect();
+    let chained_into: std::collections::HashSet<&str> = chained_from.values().copied().collect();
     for op in &ops {
-        if chained_into.contains(&op.id) {
+        if chained_into.contains(op.id.as_str()) {
             continue;
         }
         let mut members = vec![op.id.clone()];
-        let mut cur = op.id.clone();
-        while let Some(next) = edges.iter().find(|e| e.chained && e.from == cur) {
-            cur = next.to.clone();
-            members.push(cur.clone());
+        let mut cur = op.id.as_str();
+        while let Some(&next) = chained_from.get(cur) {
+            cur = next;
+            members.push(cur.to_string());
         }
         tasks.push(Task { id: tasks.len() + 1, operators: members, parallelism: op.parallelism });
     }
     for t in &tasks {
         for m in &t.operators {
-            if let Some(op) = ops.iter_mut().find(|o| &o.id == m) {
-                op.task = t.id;
+            if let Some(&i) = index.get(m) {
+                ops[i].task = t.id;
             }
         }
     }
@@ -353,11 +368,13 @@ impl PhysicalPlan {
         }
     }
 
-    fn op(&self, id: &str) -> &Operator {
-        self.operators.iter().find(|o| o.id == id).expect("edge ends are operators")
+    /// Operators by id, for rendering.
+    fn by_id(&self) -> HashMap<&str, &Operator> {
+        self.operators.iter().map(|o| (o.id.as_str(), o)).collect()
     }
 
     fn text(&self) -> String {
+        let ops = self.by_id();
         let mut s = String::new();
         let subtasks: u32 = self.tasks.iter().map(|t| t.parallelism).sum();
         let _ = writeln!(
@@ -372,7 +389,7 @@ impl PhysicalPlan {
         for t in &self.tasks {
             let _ = writeln!(s, "task {} × {}", t.id, t.parallelism);
             for (i, id) in t.operators.iter().enumerate() {
-                let op = self.op(id);
+                let op = ops[id.as_str()];
                 let arrow = if i == 0 { "  " } else { "  ↳ " };
                 let _ = writeln!(s, "{arrow}{} [{} {}] {}", op.id, op.role, op.ty, op.description);
                 if let Some(st) = &op.state {
@@ -401,6 +418,7 @@ impl PhysicalPlan {
     }
 
     fn dot(&self) -> String {
+        let ops = self.by_id();
         let mut s = format!(
             "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
             esc(&self.pipeline)
@@ -408,7 +426,7 @@ impl PhysicalPlan {
         for t in &self.tasks {
             let _ = writeln!(s, "  subgraph cluster_task{} {{\n    label=\"task {} × {}\";", t.id, t.id, t.parallelism);
             for id in &t.operators {
-                let op = self.op(id);
+                let op = ops[id.as_str()];
                 let state = op.state.as_ref().map(|st| format!("\\nstate: {}", st.kind)).unwrap_or_default();
                 let _ = writeln!(s, "    \"{}\" [label=\"{}\\n{} {}{}\"];", esc(id), esc(id), op.role, op.ty, state);
             }
@@ -429,11 +447,12 @@ impl PhysicalPlan {
     }
 
     fn mermaid(&self) -> String {
+        let ops = self.by_id();
         let mut s = String::from("flowchart LR\n");
         for t in &self.tasks {
             let _ = writeln!(s, "  subgraph task{}[\"task {} × {}\"]", t.id, t.id, t.parallelism);
             for id in &t.operators {
-                let op = self.op(id);
+                let op = ops[id.as_str()];
                 let _ = writeln!(s, "    {id}[\"{id}<br/>{} {}\"]", op.role, op.ty);
             }
             s.push_str("  end\n");

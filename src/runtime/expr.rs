@@ -32,6 +32,8 @@ impl Default for Compiler {
 enum Step {
     Filter(Arc<dyn PhysicalExpr>),
     Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+    /// No rows, whatever the input (a condition the optimizer proved false).
+    Empty(SchemaRef),
 }
 
 /// A stateless SELECT, ready to run on batches of its input.
@@ -39,9 +41,20 @@ pub struct Program {
     steps: Vec<Step>,
 }
 
+/// Refuses SQL too large to plan without deep recursion, as validation does.
+fn size_ok(sql: &str) -> Result<(), OperatorError> {
+    crate::spec::check::check_sql_size(sql).map_err(|e| OperatorError::new(format!("the SQL {}", e.message)))
+}
+
 impl Compiler {
+    /// A compiler sharing `ctx` (validation compiles with its own session).
+    pub fn with_context(ctx: SessionContext) -> Self {
+        Compiler { ctx }
+    }
+
     /// Parses a SQL expression against `schema`.
     pub fn parse(&self, sql: &str, schema: &DFSchema) -> Result<Expr, OperatorError> {
+        size_ok(sql)?;
         Ok(self.ctx.parse_sql_expr(sql, schema)?)
     }
 
@@ -53,7 +66,7 @@ impl Compiler {
     /// Compiles one expression over rows of `schema` (columns may be qualified by `input`).
     pub fn expr(&self, sql: &str, input: &str, schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>, OperatorError> {
         let df = DFSchema::try_from_qualified_schema(input, schema)?;
-        let expr = self.ctx.parse_sql_expr(sql, &df)?;
+        let expr = self.parse(sql, &df)?;
         Ok(self.ctx.create_physical_expr(expr, &df)?)
     }
 
@@ -76,13 +89,20 @@ impl Compiler {
 
     /// Compiles a stateless SELECT reading the stream `input` of `schema`.
     pub fn query(&self, sql: &str, input: &str, schema: &SchemaRef) -> Result<Program, OperatorError> {
+        size_ok(sql)?;
         let table = Arc::new(datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])?);
         self.ctx.register_table(input, table)?;
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.create_logical_plan(sql))?;
         let plan = state.optimize(&plan)?;
+        self.plan(&plan, input)
+    }
+
+    /// Compiles an optimized plan over the stream `input`: projections, filters and aliases
+    /// over one scan of `input`, or an empty relation; anything else is refused.
+    pub fn plan(&self, plan: &LogicalPlan, input: &str) -> Result<Program, OperatorError> {
         let mut steps = Vec::new();
-        self.steps(&plan, &mut steps)?;
+        self.steps(plan, input, &mut steps)?;
         Ok(Program { steps })
     }
 
@@ -90,8 +110,18 @@ impl Compiler {
         exprs.iter().map(|e| Ok(self.ctx.create_physical_expr(e.clone(), schema)?)).collect()
     }
 
-    fn steps(&self, plan: &LogicalPlan, steps: &mut Vec<Step>) -> Result<(), OperatorError> {
+    fn steps(&self, plan: &LogicalPlan, input: &str, steps: &mut Vec<Step>) -> Result<(), OperatorError> {
         match plan {
+            LogicalPlan::TableScan(scan) if scan.table_name.table() != input || scan.fetch.is_some() => {
+                Err(OperatorError::new(format!(
+                    "a sql transform reads only its input `{input}`, not `{}`",
+                    scan.table_name
+                )))
+            }
+            LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
+                steps.push(Step::Empty(Arc::new(e.schema.as_arrow().clone())));
+                Ok(())
+            }
             LogicalPlan::TableScan(scan) => {
                 let source_schema =
                     DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?;
@@ -112,17 +142,17 @@ impl Compiler {
                 Ok(())
             }
             LogicalPlan::Filter(f) => {
-                self.steps(&f.input, steps)?;
+                self.steps(&f.input, input, steps)?;
                 steps.push(Step::Filter(self.ctx.create_physical_expr(f.predicate.clone(), f.input.schema())?));
                 Ok(())
             }
             LogicalPlan::Projection(p) => {
-                self.steps(&p.input, steps)?;
+                self.steps(&p.input, input, steps)?;
                 let compiled = self.compile_all(&p.expr, p.input.schema())?;
                 steps.push(Step::Project(compiled, Arc::new(p.schema.as_arrow().clone())));
                 Ok(())
             }
-            LogicalPlan::SubqueryAlias(a) => self.steps(&a.input, steps),
+            LogicalPlan::SubqueryAlias(a) => self.steps(&a.input, input, steps),
             other => Err(OperatorError::new(format!("a sql transform cannot run `{}`", other.display()))),
         }
     }
@@ -155,6 +185,7 @@ impl Program {
                     let options = RecordBatchOptions::new().with_row_count(Some(n));
                     RecordBatch::try_new_with_options(schema.clone(), columns, &options)?
                 }
+                Step::Empty(schema) => RecordBatch::new_empty(schema.clone()),
             };
         }
         Ok(batch)

@@ -118,6 +118,7 @@ impl<'a> Checker<'a> {
         input_name: &str,
         input: &StreamSchema,
     ) -> Option<(Expr, DataType)> {
+        self.size_ok(pointer, sql, "expression")?;
         let df_schema = match DFSchema::try_from_qualified_schema(input_name, &input.schema) {
             Ok(s) => s,
             Err(e) => {
@@ -153,6 +154,7 @@ impl<'a> Checker<'a> {
     /// Type-checks an aggregate expression such as `sum(amount)` over `input`, returning its
     /// result type.
     pub fn aggregate(&mut self, pointer: &str, sql: &str, input_name: &str, input: &StreamSchema) -> Option<DataType> {
+        self.size_ok(pointer, sql, "aggregate")?;
         let df_schema = DFSchema::try_from_qualified_schema(input_name, &input.schema).ok()?;
         let expr = match self.ctx().parse_sql_expr(sql, &df_schema) {
             Ok(e) => e.unalias_nested().data,
@@ -215,6 +217,7 @@ impl<'a> Checker<'a> {
     /// Plans a SQL query over the stream `input_name`, checks that it is stateless and
     /// returns its output schema.
     pub fn query(&mut self, pointer: &str, sql: &str, input_name: &str, input: &StreamSchema) -> Option<SchemaRef> {
+        self.size_ok(pointer, sql, "query")?;
         let table = match MemTable::try_new(input.schema.clone(), vec![vec![]]) {
             Ok(t) => Arc::new(t),
             Err(e) => {
@@ -244,23 +247,33 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        if let Some(what) = stateful_node(&plan) {
-            let help = match what {
-                "GROUP BY / aggregate" => "aggregate over time windows with a `window_aggregate` transform",
-                "UNION" => "merge streams with a `union` transform",
-                _ => "a `sql` transform runs a stateless SELECT: projections and WHERE only",
-            };
-            self.error(Code::UnsupportedSql, pointer, format!("a `sql` transform cannot run {what}")).help =
-                Some(help.into());
+        if let Some((what, help)) = unsupported_node(&plan, input_name) {
+            self.error(Code::UnsupportedSql, pointer, format!("a `sql` transform cannot run {what}")).help = Some(help);
             return None;
         }
-        match self.ctx().state().optimize(&plan) {
-            Ok(p) => Some(Arc::new(p.schema().as_arrow().clone())),
+        let optimized = match self.ctx().state().optimize(&plan) {
+            Ok(p) => p,
             Err(e) => {
                 self.sql_error(pointer, sql, &e, &input.column_names());
-                None
+                return None;
             }
+        };
+        // Compile it as `run` will, so that what validates is what runs.
+        let compiled = crate::runtime::expr::Compiler::with_context(self.ctx().clone()).plan(&optimized, input_name);
+        if let Err(e) = compiled {
+            self.error(Code::UnsupportedSql, pointer, format!("a `sql` transform cannot run this query: {e}")).help =
+                Some(STATELESS_HELP.into());
+            return None;
         }
+        Some(Arc::new(optimized.schema().as_arrow().clone()))
+    }
+
+    /// Reports `sql` when it is too large to plan safely.
+    fn size_ok(&mut self, pointer: &str, sql: &str, what: &str) -> Option<()> {
+        let Err(e) = check_sql_size(sql) else { return Some(()) };
+        self.error_within(Code::SqlTooLarge, pointer, e.offset, e.len, format!("the {what} {}", e.message)).help =
+            Some("split it: compute parts in a `select` first, or use `IN (...)` for long lists of `OR`".into());
+        None
     }
 
     /// Translates a DataFusion error about `sql` (the string at `pointer`) into a diagnostic.
@@ -312,6 +325,97 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// The most operators (`+`, `=`, `AND`, `OR`, `NOT`, `LIKE`, …) one expression or query may
+/// have. Longer chains make DataFusion's planning slow (its type checks are quadratic in the
+/// length of a chain) and its recursion deep enough to overflow the stack.
+pub const MAX_SQL_OPERATORS: usize = 500;
+
+/// The deepest nesting of parentheses, function calls and `CASE` one expression may have.
+pub const MAX_SQL_NESTING: usize = 32;
+
+/// Why an expression or query is too large to plan: the byte offset and length in the SQL of
+/// the token past the limit, and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlTooLarge {
+    /// Byte offset of the token past the limit.
+    pub offset: usize,
+    /// Byte length of that token.
+    pub len: usize,
+    /// What limit it passes, as a predicate: "has more than 500 operators".
+    pub message: String,
+}
+
+/// Checks `sql` against [`MAX_SQL_OPERATORS`] and [`MAX_SQL_NESTING`] by its tokens alone,
+/// before anything recursive (parser, planner) sees it. Text that does not tokenize passes:
+/// the parser reports it.
+pub fn check_sql_size(sql: &str) -> Result<(), SqlTooLarge> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else { return Ok(()) };
+    let (mut operators, mut depth) = (0usize, 0usize);
+    for t in &tokens {
+        let (opens, operator) = match &t.token {
+            Token::LParen | Token::LBracket => (true, false),
+            Token::RParen | Token::RBracket => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Token::Word(w) => match w.keyword {
+                Keyword::CASE => (true, false),
+                Keyword::END => {
+                    depth = depth.saturating_sub(1);
+                    continue;
+                }
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::BETWEEN
+                | Keyword::IN
+                | Keyword::XOR => (false, true),
+                _ => continue,
+            },
+            Token::Whitespace(_)
+            | Token::Comma
+            | Token::Period
+            | Token::SemiColon
+            | Token::EOF
+            | Token::Number(..)
+            | Token::Char(_)
+            | Token::Placeholder(_) => continue,
+            Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_) => continue,
+            _ => (false, true),
+        };
+        let located = |message: String| {
+            let offset = offset_of(sql, t.span.start.line as usize, t.span.start.column as usize).unwrap_or(0);
+            let end = offset_of(sql, t.span.end.line as usize, t.span.end.column as usize).unwrap_or(offset);
+            SqlTooLarge { offset, len: end.saturating_sub(offset).max(1), message }
+        };
+        if opens {
+            depth += 1;
+            if depth > MAX_SQL_NESTING {
+                return Err(located(format!(
+                    "is nested more than {MAX_SQL_NESTING} levels deep (parentheses, function calls, CASE)"
+                )));
+            }
+        }
+        if operator {
+            operators += 1;
+            if operators > MAX_SQL_OPERATORS {
+                return Err(located(format!("has more than {MAX_SQL_OPERATORS} operators")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error text without DataFusion's category prefixes and backtrace.
@@ -405,34 +509,75 @@ fn contains_aggregate(expr: &Expr) -> bool {
 
 use datafusion::common::tree_node::TreeNode;
 
-/// The first construct in `plan` that would need state across rows.
-fn stateful_node(plan: &LogicalPlan) -> Option<&'static str> {
-    let mut what = None;
+const STATELESS_HELP: &str = "a `sql` transform runs a stateless SELECT ... FROM its input: projections and WHERE only";
+
+/// The first construct in `plan` that a `sql` transform does not run, with help: anything but
+/// projections, filters and aliases over one scan of the input `input_name`, or a subquery.
+fn unsupported_node(plan: &LogicalPlan, input_name: &str) -> Option<(String, String)> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = None;
+    let mut scans = 0;
     let _ = plan.apply(|node| {
-        let bad = match node {
-            LogicalPlan::Aggregate(_) => Some("GROUP BY / aggregate"),
-            LogicalPlan::Join(_) => Some("JOIN"),
-            LogicalPlan::Sort(_) => Some("ORDER BY"),
-            LogicalPlan::Limit(_) => Some("LIMIT"),
-            LogicalPlan::Window(_) => Some("window functions (OVER)"),
-            LogicalPlan::Distinct(_) => Some("DISTINCT"),
-            LogicalPlan::Union(_) => Some("UNION"),
-            LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
+        let bad: Option<(String, &str)> = match node {
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::TableScan(scan) if scan.table_name.table() == input_name => {
+                scans += 1;
+                (scans > 1).then(|| (format!("a query reading `{input_name}` twice"), STATELESS_HELP))
+            }
+            LogicalPlan::TableScan(scan) => Some((
+                format!("a query reading `{}`: it reads only its input `{input_name}`", scan.table_name),
+                "write `FROM` followed by the input's name; table functions such as generate_series are not supported",
+            )),
+            LogicalPlan::Aggregate(_) => {
+                Some(("GROUP BY / aggregate".into(), "aggregate over time windows with a `window_aggregate` transform"))
+            }
+            LogicalPlan::Union(_) => Some(("UNION".into(), "merge streams with a `union` transform")),
+            LogicalPlan::Join(_) => Some(("JOIN".into(), STATELESS_HELP)),
+            LogicalPlan::Sort(_) => Some(("ORDER BY".into(), STATELESS_HELP)),
+            LogicalPlan::Limit(_) => Some(("LIMIT".into(), STATELESS_HELP)),
+            LogicalPlan::Window(_) => Some(("window functions (OVER)".into(), STATELESS_HELP)),
+            LogicalPlan::Distinct(_) => Some(("DISTINCT".into(), STATELESS_HELP)),
+            LogicalPlan::RecursiveQuery(_) => Some(("recursive queries".into(), STATELESS_HELP)),
+            LogicalPlan::Values(_) => {
+                Some(("VALUES".into(), "a `sql` transform reads rows from its input, not VALUES"))
+            }
+            LogicalPlan::EmptyRelation(_) => Some(("a query without FROM".into(), STATELESS_HELP)),
+            LogicalPlan::Subquery(_) => Some(("subqueries".into(), STATELESS_HELP)),
             LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_) => {
-                Some("statements other than SELECT")
+                Some(("statements other than SELECT".into(), STATELESS_HELP))
             }
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_) => {
-                Some("EXPLAIN or DESCRIBE")
+                Some(("EXPLAIN or DESCRIBE".into(), STATELESS_HELP))
             }
-            _ => None,
+            other => Some((format!("`{}`", other.display()), STATELESS_HELP)),
         };
-        if bad.is_some() {
-            what = bad;
-            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        let bad = bad.or_else(|| {
+            let mut subquery = false;
+            let _ = node.apply_expressions(|e| {
+                e.apply(|e| {
+                    subquery |= matches!(
+                        e,
+                        Expr::ScalarSubquery(_)
+                            | Expr::InSubquery(_)
+                            | Expr::Exists(_)
+                            | Expr::SetComparison(_)
+                            | Expr::OuterReferenceColumn(..)
+                    );
+                    Ok(if subquery { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+                })
+            });
+            subquery.then(|| ("subqueries (IN, EXISTS or scalar subqueries)".into(), STATELESS_HELP))
+        });
+        if let Some((what, help)) = bad {
+            found = Some((what, help.to_string()));
+            return Ok(TreeNodeRecursion::Stop);
         }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        Ok(TreeNodeRecursion::Continue)
     });
-    what
+    if found.is_none() && scans == 0 {
+        found = Some((format!("a query that does not read its input `{input_name}`"), STATELESS_HELP.to_string()));
+    }
+    found
 }
 
 /// An Arrow schema with the given fields appended, for operators that add columns.

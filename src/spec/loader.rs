@@ -17,6 +17,10 @@ use crate::diagnostics::{Code, Diagnostic, Span};
 /// Nesting deeper than this is rejected rather than risk the stack.
 const MAX_DEPTH: usize = 64;
 
+/// Values that aliases (`*name`) may copy in one document, in all: a handful of nested
+/// aliases could otherwise expand a small file into billions of values (a "billion laughs").
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// The syntax of a spec file, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syntax {
@@ -68,8 +72,15 @@ impl SourceMap {
 
     /// The span of a byte range.
     pub fn span(&self, range: Range<usize>) -> Span {
-        let start = range.start.min(self.text.len());
-        let end = range.end.clamp(start, self.text.len());
+        // Offsets computed inside values may fall within a character: widen to whole ones.
+        let mut start = range.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = range.end.clamp(start, self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end += 1;
+        }
         let line = self.line_starts.partition_point(|&s| s <= start).max(1);
         let line_start = self.line_starts[line - 1];
         let column = self.text.get(line_start..start).map_or(1, |s| s.chars().count() + 1);
@@ -117,7 +128,8 @@ impl SourceMap {
         if raw.contains('\n') && !raw.starts_with(['"', '\'']) {
             // A block or multi-line plain scalar: its lines after the first are indented
             // alike, and that indentation is not part of the value. (Folding turns line
-            // breaks into spaces, one byte each, so offsets map the same way.)
+            // breaks into spaces, one byte each, so offsets map the same way.) Indentation is
+            // ASCII spaces and tabs only: other white space, such as U+00A0, is content.
             let header = raw.starts_with(['|', '>']);
             let lines: Vec<&str> = raw.split('\n').collect();
             let body = if header { &lines[1..] } else { &lines[..] };
@@ -125,13 +137,19 @@ impl SourceMap {
                 .iter()
                 .chain(if header { body.first() } else { None })
                 .filter(|l| !l.trim().is_empty())
-                .map(|l| l.len() - l.trim_start().len())
+                .map(|l| l.len() - l.trim_start_matches([' ', '\t']).len())
                 .min()
                 .unwrap_or(0);
             let mut at = e.value.start + if header { lines[0].len() + 1 } else { 0 };
             let mut remaining = offset;
             for (n, line) in body.iter().enumerate() {
-                let skip = if n == 0 && !header { 0 } else { indent.min(line.len()) };
+                // A plain scalar's continuation lines lose all their leading white space.
+                let lead = line.len() - line.trim_start_matches([' ', '\t']).len();
+                let skip = match (header, n) {
+                    (true, _) => indent.min(lead),
+                    (false, 0) => 0,
+                    (false, _) => lead,
+                };
                 let content = &line[skip..];
                 if remaining <= content.len() {
                     let start = at + skip + remaining;
@@ -226,7 +244,14 @@ struct YamlLoader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     char_to_byte: Option<Vec<usize>>,
     map: SourceMap,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their number of values and their height.
+    anchors: HashMap<usize, (Value, usize, usize)>,
+    /// Values produced so far, aliases' copies included.
+    nodes: usize,
+    /// Values copied by aliases so far.
+    alias_nodes: usize,
+    /// The deepest level reached so far, aliases' contents included.
+    deepest: usize,
     problems: Vec<(Code, String, Span, Option<String>)>,
 }
 
@@ -342,6 +367,9 @@ impl<'a> YamlLoader<'a> {
             self.problems.push((Code::UnsupportedDocument, format!("nesting deeper than {MAX_DEPTH} levels"), s, None));
             return Err(Fatal);
         }
+        self.nodes += 1;
+        let nodes_before = self.nodes;
+        let deepest_before = std::mem::replace(&mut self.deepest, depth);
         let mut end = start.end;
         let (value, anchor, range) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
@@ -355,7 +383,32 @@ impl<'a> YamlLoader<'a> {
             }
             Event::Alias(id) => {
                 let v = match self.anchors.get(&id) {
-                    Some(v) => v.clone(),
+                    Some((_, nodes, _)) if self.alias_nodes + nodes > MAX_ALIAS_NODES => {
+                        let s = self.map.span(start.clone());
+                        self.problems.push((
+                            Code::UnsupportedDocument,
+                            format!("aliases expand to more than {MAX_ALIAS_NODES} values"),
+                            s,
+                            Some("nested aliases multiply; write the repeated part out or use fewer levels".into()),
+                        ));
+                        return Err(Fatal);
+                    }
+                    Some((_, _, height)) if depth + height > MAX_DEPTH => {
+                        let s = self.map.span(start.clone());
+                        self.problems.push((
+                            Code::UnsupportedDocument,
+                            format!("this alias nests values deeper than {MAX_DEPTH} levels"),
+                            s,
+                            None,
+                        ));
+                        return Err(Fatal);
+                    }
+                    Some((v, nodes, height)) => {
+                        self.alias_nodes += nodes;
+                        self.nodes += nodes - 1;
+                        self.deepest = self.deepest.max(depth + height);
+                        v.clone()
+                    }
                     None => {
                         let s = self.map.span(start.clone());
                         self.problems.push((Code::Syntax, "alias to an unknown anchor".into(), s, None));
@@ -457,8 +510,12 @@ impl<'a> YamlLoader<'a> {
                 return Err(Fatal);
             }
         };
+        let height = self.deepest - depth;
+        self.deepest = self.deepest.max(deepest_before);
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            // Counting the node itself: an alias of a scalar still copies one value.
+            let nodes = self.nodes - nodes_before + 1;
+            self.anchors.insert(anchor, (value.clone(), nodes, height));
         }
         self.map.insert_full(pointer, key, range, end);
         Ok(value)
@@ -515,6 +572,9 @@ fn load_yaml(text: &str) -> Loaded {
         char_to_byte,
         map: SourceMap::new(text),
         anchors: HashMap::new(),
+        nodes: 0,
+        alias_nodes: 0,
+        deepest: 0,
         problems: Vec::new(),
     };
     let value = match loader.document() {
@@ -555,32 +615,41 @@ fn load_toml(text: &str) -> Loaded {
             diagnostics: vec![(Code::UnsupportedDocument, "the file is empty".into(), span, None)],
         };
     }
-    let value = toml_table(root, "", &mut map);
+    let mut problems = Vec::new();
+    let value = toml_table(root, "", &mut map, &mut problems);
     map.insert(String::new(), None, 0..0);
-    Loaded { value: Some(value), map, diagnostics: Vec::new() }
+    Loaded { value: Some(value), map, diagnostics: problems }
 }
 
-fn toml_table(table: &toml_edit::Table, pointer: &str, map: &mut SourceMap) -> Value {
+type Problems = Vec<(Code, String, Span, Option<String>)>;
+
+fn toml_table(table: &toml_edit::Table, pointer: &str, map: &mut SourceMap, problems: &mut Problems) -> Value {
     let mut obj = Map::new();
     for (k, item) in table.iter() {
         let child = push_pointer(pointer, k);
         let key = table.key(k).and_then(|k| k.span());
-        obj.insert(k.to_string(), toml_item(item, &child, key, map));
+        obj.insert(k.to_string(), toml_item(item, &child, key, map, problems));
     }
     Value::Object(obj)
 }
 
-fn toml_item(item: &toml_edit::Item, pointer: &str, key: Option<Range<usize>>, map: &mut SourceMap) -> Value {
+fn toml_item(
+    item: &toml_edit::Item,
+    pointer: &str,
+    key: Option<Range<usize>>,
+    map: &mut SourceMap,
+    problems: &mut Problems,
+) -> Value {
     let value = match item {
         toml_edit::Item::None => Value::Null,
-        toml_edit::Item::Value(v) => return toml_value(v, pointer, key, map),
-        toml_edit::Item::Table(t) => toml_table(t, pointer, map),
+        toml_edit::Item::Value(v) => return toml_value(v, pointer, key, map, problems),
+        toml_edit::Item::Table(t) => toml_table(t, pointer, map, problems),
         toml_edit::Item::ArrayOfTables(a) => Value::Array(
             a.iter()
                 .enumerate()
                 .map(|(i, t)| {
                     let child = push_pointer(pointer, &i.to_string());
-                    let v = toml_table(t, &child, map);
+                    let v = toml_table(t, &child, map, problems);
                     let span = t.span().unwrap_or(0..0);
                     map.insert(child, None, span);
                     v
@@ -593,18 +662,38 @@ fn toml_item(item: &toml_edit::Item, pointer: &str, key: Option<Range<usize>>, m
     value
 }
 
-fn toml_value(v: &toml_edit::Value, pointer: &str, key: Option<Range<usize>>, map: &mut SourceMap) -> Value {
+fn toml_value(
+    v: &toml_edit::Value,
+    pointer: &str,
+    key: Option<Range<usize>>,
+    map: &mut SourceMap,
+    problems: &mut Problems,
+) -> Value {
     use toml_edit::Value as T;
     let out = match v {
         T::String(s) => Value::String(s.value().clone()),
         T::Integer(i) => Value::Number((*i.value()).into()),
-        T::Float(f) => Number::from_f64(*f.value()).map_or(Value::Null, Value::Number),
+        T::Float(f) => match Number::from_f64(*f.value()) {
+            Some(n) => Value::Number(n),
+            None => {
+                // `nan` and `inf` have no JSON form; never read them as "not set".
+                let span = map.span(v.span().or_else(|| key.clone()).unwrap_or(0..0));
+                let what = if f.value().is_nan() { "not a number (`nan`)" } else { "infinite" };
+                problems.push((
+                    Code::InvalidValue,
+                    format!("the value is {what}; a spec needs a finite number"),
+                    span,
+                    None,
+                ));
+                Value::Null
+            }
+        },
         T::Boolean(b) => Value::Bool(*b.value()),
         T::Datetime(d) => Value::String(d.value().to_string()),
         T::Array(a) => Value::Array(
             a.iter()
                 .enumerate()
-                .map(|(i, v)| toml_value(v, &push_pointer(pointer, &i.to_string()), None, map))
+                .map(|(i, v)| toml_value(v, &push_pointer(pointer, &i.to_string()), None, map, problems))
                 .collect(),
         ),
         T::InlineTable(t) => {
@@ -612,7 +701,7 @@ fn toml_value(v: &toml_edit::Value, pointer: &str, key: Option<Range<usize>>, ma
             for (k, v) in t.iter() {
                 let child = push_pointer(pointer, k);
                 let kspan = t.key(k).and_then(|k| k.span());
-                obj.insert(k.to_string(), toml_value(v, &child, kspan, map));
+                obj.insert(k.to_string(), toml_value(v, &child, kspan, map, problems));
             }
             Value::Object(obj)
         }

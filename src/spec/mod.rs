@@ -292,7 +292,7 @@ pub fn validate_text(file: &Path, text: &str, syntax: Syntax, options: &Options)
     let mut cx = check::Checker::new(file, &report.map);
     let graph = names::check(&pipeline, &mut cx);
     let streams = match graph {
-        Some(order) if !cx.has_errors() => types::check(&pipeline, &order, &mut cx),
+        Some(order) if !cx.has_errors() => with_big_stack(|| types::check(&pipeline, &order, &mut cx)),
         _ => None,
     };
     diagnostics.extend(cx.into_diagnostics());
@@ -302,6 +302,21 @@ pub fn validate_text(file: &Path, text: &str, syntax: Syntax, options: &Options)
         report.validated = streams.map(|streams| Validated { pipeline, streams });
     }
     report
+}
+
+/// Stack for type checking: DataFusion recurses over expressions, and some of its recursion
+/// (cloning, dropping) is unguarded. Expression size limits keep it shallow; this is the margin.
+const CHECK_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `f` on a thread with a [`CHECK_STACK_BYTES`] stack (only touched pages use memory).
+fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new().name("sluice-check".into()).stack_size(CHECK_STACK_BYTES);
+        match spawned.spawn_scoped(scope, f) {
+            Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => panic!("cannot start the type-checking thread: {e}"),
+        }
+    })
 }
 
 /// A value that fits the JSON Schema but not its Rust type (a fraction where a whole number

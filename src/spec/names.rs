@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::check::Checker;
 use super::loader::{SourceMap, push_pointer};
-use super::values::{Reference, find_references};
+use super::values::{MAX_REFERENCE_FILE_BYTES, Reference, find_references};
 use super::{FoundReference, Options, Pipeline, SUPPORTED_VERSION};
 use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 
@@ -34,6 +34,7 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
         cx.error(Code::UnsupportedVersion, "/version", format!("spec version {} is not supported", p.version)).help =
             Some(format!("this Sluice reads `version: {SUPPORTED_VERSION}`"));
     }
+    check_parallelism(p, cx);
 
     // Every name with the pointer of the place that defines it.
     let mut defined: Vec<(String, String, Producer)> = Vec::new();
@@ -188,6 +189,24 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
     topological(p, cx)
 }
 
+/// No parallelism may exceed the number of key groups (`max_parallelism`): a keyed subtask
+/// owns at least one key group.
+fn check_parallelism(p: &Pipeline, cx: &mut Checker) {
+    let max = p.key_groups();
+    let given = p.max_parallelism.is_some();
+    let mut all: Vec<(String, Option<u32>)> = vec![("/parallelism".into(), p.parallelism)];
+    all.extend(p.sources.iter().map(|(n, s)| (push_pointer("/sources", n), s.get().parallelism())));
+    all.extend(p.transforms.iter().map(|(n, t)| (push_pointer("/transforms", n), t.get().parallelism())));
+    all.extend(p.sinks.iter().map(|(n, s)| (push_pointer("/sinks", n), s.get().parallelism())));
+    for (i, (ptr, parallelism)) in all.into_iter().enumerate() {
+        let Some(n) = parallelism.filter(|&n| n > max) else { continue };
+        let at = if i == 0 { ptr } else { format!("{ptr}/parallelism") };
+        let whose = if given { "`max_parallelism`" } else { "the default `max_parallelism`" };
+        cx.error(Code::OutOfRange, &at, format!("parallelism {n} is more than {whose} ({max})")).help =
+            Some("lower `parallelism`, or raise `max_parallelism` (the number of key groups)".into());
+    }
+}
+
 fn cx_line(cx: &Checker, pointer: &str) -> usize {
     cx.line_of(pointer)
 }
@@ -296,11 +315,17 @@ pub fn references(
                                         .is_none()
                                         .then(|| format!("environment variable `{name}` is not set")),
                                     // Relative to the working directory, as `run` reads it.
-                                    Reference::File(path) => (!Path::new(path).is_file()).then(|| {
-                                        format!(
+                                    Reference::File(path) => match std::fs::metadata(path) {
+                                        Err(_) => Some(format!(
                                             "file `{path}` does not exist (paths are relative to the working directory)"
-                                        )
-                                    }),
+                                        )),
+                                        Ok(m) if !m.is_file() => Some(format!("`{path}` is not a regular file")),
+                                        Ok(m) if m.len() > MAX_REFERENCE_FILE_BYTES => Some(format!(
+                                            "file `{path}` is larger than {} KiB",
+                                            MAX_REFERENCE_FILE_BYTES >> 10
+                                        )),
+                                        Ok(_) => None,
+                                    },
                                 };
                                 if let Some(msg) = missing {
                                     let mut d = Diagnostic::new(Code::UnresolvedReference, msg).at(file, span);

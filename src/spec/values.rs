@@ -276,10 +276,7 @@ impl ConfigString {
                 Reference::Env(name) => {
                     std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?
                 }
-                Reference::File(path) => std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read `{path}` for `{reference}`: {e}"))?
-                    .trim()
-                    .to_string(),
+                Reference::File(path) => read_reference_file(path).map_err(|e| format!("`{reference}`: {e}"))?,
             };
             out.push_str(&value);
             last = offset + len;
@@ -335,6 +332,37 @@ impl Redactor {
         }
         out
     }
+}
+
+/// The most a `${file:PATH}` reference may read.
+pub const MAX_REFERENCE_FILE_BYTES: u64 = 1 << 20;
+
+/// The trimmed contents of the file a `${file:PATH}` reference names. Only a regular file of at
+/// most [`MAX_REFERENCE_FILE_BYTES`] is read (never a fifo or device, which could block or never
+/// end); errors never include the contents.
+pub fn read_reference_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("`{path}` is not a regular file"));
+    }
+    if meta.len() > MAX_REFERENCE_FILE_BYTES {
+        return Err(format!("`{path}` is larger than {} KiB", MAX_REFERENCE_FILE_BYTES >> 10));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    // Opened by path, so check again what was opened: the file may have changed in between.
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(format!("`{path}` is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_REFERENCE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if bytes.len() as u64 > MAX_REFERENCE_FILE_BYTES {
+        return Err(format!("`{path}` is larger than {} KiB", MAX_REFERENCE_FILE_BYTES >> 10));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8 text"))?;
+    Ok(text.trim().to_string())
 }
 
 /// One `${kind:name}` reference.

@@ -8,6 +8,7 @@ mod examples;
 mod hardening_engine;
 mod hardening_runtime;
 mod hardening_source;
+mod hardening_spec;
 mod mutation;
 mod schema;
 mod windows;

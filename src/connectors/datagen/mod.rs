@@ -199,7 +199,7 @@ impl Source for DatagenSource {
                     let (ty, nullable) = match col {
                         DatagenColumn::Type(t) => (*t, false),
                         DatagenColumn::Options(o) => {
-                            check_options(cx, &at, o);
+                            check_options(cx, &at, o, self.count);
                             (o.ty, o.null_rate.is_some_and(|r| r > 0.0))
                         }
                     };
@@ -240,37 +240,125 @@ impl Source for DatagenSource {
     }
 }
 
-fn check_options(cx: &mut Checker, at: &str, o: &DatagenOptions) {
+fn check_options(cx: &mut Checker, at: &str, o: &DatagenOptions, count: Option<u64>) {
     let numeric = matches!(o.ty, ColumnType::Int | ColumnType::Bigint | ColumnType::Float | ColumnType::Double);
-    for (key, v) in [("min", &o.min), ("max", &o.max)] {
+    let time = matches!(o.ty, ColumnType::Timestamp | ColumnType::Date);
+    let type_name = type_name(o.ty);
+    let mut bounds = [None, None];
+    for (i, (key, v)) in [("min", &o.min), ("max", &o.max)].into_iter().enumerate() {
         let Some(v) = v else { continue };
-        let ok = match o.ty {
-            _ if numeric => v.is_number(),
-            ColumnType::Timestamp | ColumnType::Date => v.as_str().and_then(chrono_like_rfc3339).is_some(),
-            _ => false,
-        };
-        if !ok {
-            let want = if numeric { "a number" } else { "an RFC 3339 time" };
-            let msg = match o.ty {
-                _ if numeric || matches!(o.ty, ColumnType::Timestamp | ColumnType::Date) => {
-                    format!("`{key}` must be {want}")
+        let ptr = format!("{at}/{key}");
+        if numeric {
+            match number_for(o.ty, v) {
+                Ok(n) => bounds[i] = Some(n),
+                Err(why) => {
+                    cx.error(Code::OutOfRange, &ptr, format!("`{key}` {why}"));
                 }
-                _ => format!("`{key}` does not apply to {:?} columns", o.ty).to_lowercase(),
-            };
-            cx.error(Code::WrongType, &format!("{at}/{key}"), msg);
+            }
+        } else if time {
+            match v.as_str().and_then(chrono_like_rfc3339) {
+                Some(ms) => bounds[i] = Some(ms as f64),
+                None => {
+                    cx.error(Code::WrongType, &ptr, format!("`{key}` must be an RFC 3339 time"));
+                }
+            }
+        } else {
+            cx.error(Code::WrongType, &ptr, format!("`{key}` does not apply to {type_name} columns"));
         }
     }
-    if let (Some(a), Some(b)) = (o.min.as_ref().and_then(|v| v.as_f64()), o.max.as_ref().and_then(|v| v.as_f64()))
+    if let [Some(a), Some(b)] = bounds
         && a > b
     {
-        cx.error(Code::OutOfRange, &format!("{at}/min"), format!("`min` ({a}) is larger than `max` ({b})"));
+        let (min, max) = (o.min.as_ref().map(value_text), o.max.as_ref().map(value_text));
+        cx.error(
+            Code::OutOfRange,
+            &format!("{at}/min"),
+            format!("`min` ({}) is larger than `max` ({})", min.unwrap_or_default(), max.unwrap_or_default()),
+        );
     }
-    if o.values.as_ref().is_some_and(|v| v.is_empty()) {
-        cx.error(Code::InvalidValue, &format!("{at}/values"), "`values` is empty");
+    if let Some(values) = &o.values {
+        if values.is_empty() {
+            cx.error(Code::InvalidValue, &format!("{at}/values"), "`values` is empty");
+        }
+        for (i, v) in values.iter().enumerate() {
+            let problem = match o.ty {
+                _ if numeric => number_for(o.ty, v).err(),
+                ColumnType::Boolean => (!v.is_boolean()).then(|| "is not true or false".to_string()),
+                ColumnType::String => (!v.is_string()).then(|| "is not a string".to_string()),
+                _ => {
+                    cx.error(
+                        Code::InvalidValue,
+                        &format!("{at}/values"),
+                        format!("`values` does not apply to {type_name} columns"),
+                    );
+                    break;
+                }
+            };
+            if let Some(why) = problem {
+                cx.error(
+                    Code::WrongType,
+                    &format!("{at}/values/{i}"),
+                    format!("value {} {why} (the column is {type_name})", value_text(v)),
+                );
+            }
+        }
     }
     if o.sequence && !numeric {
         cx.error(Code::InvalidValue, &format!("{at}/sequence"), "`sequence` needs a numeric column");
     }
+    // A sequence counts up from `min` once per row: its last value must fit the column too.
+    if o.sequence
+        && let (Some(count), Some((_, hi))) = (count, int_range(o.ty))
+    {
+        let first = o.min.as_ref().and_then(|v| v.as_i64()).unwrap_or(0);
+        let last = i128::from(first) + i128::from(count.saturating_sub(1));
+        if last > i128::from(hi) {
+            cx.error(
+                Code::OutOfRange,
+                &format!("{at}/sequence"),
+                format!("a sequence of {count} rows passes the largest {type_name} ({hi})"),
+            );
+        }
+    }
+}
+
+/// The range of whole numbers a column type holds.
+fn int_range(ty: ColumnType) -> Option<(i64, i64)> {
+    match ty {
+        ColumnType::Int => Some((i32::MIN.into(), i32::MAX.into())),
+        ColumnType::Bigint => Some((i64::MIN, i64::MAX)),
+        _ => None,
+    }
+}
+
+/// `v` as a number a column of `ty` holds, or why it is not one.
+fn number_for(ty: ColumnType, v: &serde_json::Value) -> Result<f64, String> {
+    let Some(n) = v.as_f64() else { return Err("must be a number".into()) };
+    match ty {
+        ColumnType::Int | ColumnType::Bigint => {
+            let (lo, hi) = int_range(ty).expect("integer type");
+            match v.as_i64() {
+                None if v.is_u64() => Err(format!("{} is beyond the largest {} ({hi})", value_text(v), type_name(ty))),
+                None => Err(format!("must be a whole number for a {} column", type_name(ty))),
+                Some(i) if i < lo || i > hi => {
+                    Err(format!("{} is outside the range of {} ({lo} to {hi})", value_text(v), type_name(ty)))
+                }
+                Some(i) => Ok(i as f64),
+            }
+        }
+        ColumnType::Float if n.abs() > f32::MAX as f64 => {
+            Err(format!("{} is beyond the range of float", value_text(v)))
+        }
+        _ => Ok(n),
+    }
+}
+
+fn type_name(ty: ColumnType) -> String {
+    format!("{ty:?}").to_lowercase()
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    v.to_string()
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into milliseconds since the epoch.

@@ -114,6 +114,16 @@ impl Source for FileSource {
         if self.csv.is_some() && self.format != FileFormat::Csv {
             cx.error_at_key(Code::InvalidStructure, &format!("{ptr}/csv"), "`csv` options only apply to `format: csv`");
         }
+        if let Some(d) = self.csv.as_ref().and_then(|c| c.delimiter.as_deref())
+            && (d.len() != 1 || !d.is_ascii() || d == "\n" || d == "\r" || d == "\"")
+        {
+            cx.error(
+                Code::InvalidValue,
+                &format!("{ptr}/csv/delimiter"),
+                format!("the delimiter {d:?} is not one ASCII character"),
+            )
+            .help = Some("use one ASCII character other than a quote or line break, such as `;`, `|` or a tab".into());
+        }
         if self.schema.is_empty() {
             cx.error(Code::InvalidStructure, &format!("{ptr}/schema"), "the schema declares no columns");
             return None;
@@ -258,6 +268,13 @@ impl Sink for FileSink {
             if let Some(bad) = bad_strftime(bucket) {
                 cx.error(Code::InvalidValue, &format!("{ptr}/bucket"), format!("`{bad}` is not a date field")).help =
                     Some("use %Y, %m, %d, %H, %M or %S".into());
+            } else if !stays_inside(bucket) {
+                cx.error(
+                    Code::InvalidValue,
+                    &format!("{ptr}/bucket"),
+                    format!("`{bucket}` names folders outside the sink's `path`"),
+                )
+                .help = Some("write relative folders without `..`, such as `dt=%Y-%m-%d/hour=%H`".into());
             }
         }
     }
@@ -339,6 +356,15 @@ impl<T: Operator> Operator for Redacted<T> {
     fn on_end(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {
         self.inner.on_end(out).map_err(|e| redact(&self.redactor, e))
     }
+}
+
+/// Whether a bucket folder (or pattern: date fields expand to digits) stays under the sink's
+/// folder: relative, and with no `..` component.
+fn stays_inside(bucket: &str) -> bool {
+    use std::path::Component;
+    !bucket.starts_with(['/', '\\'])
+        && std::path::Path::new(bucket).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && !bucket.split(['/', '\\']).any(|part| part == "..")
 }
 
 fn bad_strftime(pattern: &str) -> Option<String> {

@@ -147,6 +147,9 @@ impl FileWriter {
 
     fn file_for(&mut self, bucket: &str) -> Result<&mut OpenFile, OperatorError> {
         if !self.open.contains_key(bucket) {
+            if !super::stays_inside(bucket) {
+                return Err(OperatorError::new(format!("bucket folder `{bucket}` would be outside the sink's folder")));
+            }
             let dir = if bucket.is_empty() { self.dir.clone() } else { self.dir.join(bucket) };
             std::fs::create_dir_all(&dir)
                 .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", dir.display())))?;

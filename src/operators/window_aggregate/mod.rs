@@ -83,6 +83,45 @@ pub struct WindowAggregate {
 
 const WINDOW_COLUMNS: [&str; 2] = ["window_start", "window_end"];
 
+/// The most windows one row may fall in (`size / slide` of a hopping window).
+pub const MAX_WINDOWS_PER_ROW: u64 = 1000;
+
+/// The longest window size, slide, session gap or allowed lateness: 36500 days (about 100
+/// years), far from where event-time arithmetic could overflow.
+pub const MAX_WINDOW_DURATION: Duration = Duration(std::time::Duration::from_millis(36_500 * 86_400_000));
+
+impl Window {
+    /// Why the window cannot run, with the relative pointer of the value at fault.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let too_long = |what: &str, d: &Duration| {
+            format!("{what} {d} is longer than the longest a window setting may be ({MAX_WINDOW_DURATION})")
+        };
+        match self {
+            Window::Tumbling { size } | Window::Hopping { size, .. } if size.as_millis() == 0 => {
+                Some(("/size", "a window cannot be 0 long".into()))
+            }
+            Window::Tumbling { size } | Window::Hopping { size, .. } if *size > MAX_WINDOW_DURATION => {
+                Some(("/size", too_long("size", size)))
+            }
+            Window::Hopping { size, slide }
+                if slide.as_millis() == 0 || slide > size || size.as_millis() % slide.as_millis() != 0 =>
+            {
+                Some(("/slide", format!("slide {slide} must be more than 0, at most the size {size}, and divide it")))
+            }
+            Window::Hopping { size, slide } if size.as_millis() / slide.as_millis() > MAX_WINDOWS_PER_ROW => Some((
+                "/slide",
+                format!(
+                    "size {size} with slide {slide} puts every row in {} windows; at most {MAX_WINDOWS_PER_ROW} are allowed",
+                    size.as_millis() / slide.as_millis()
+                ),
+            )),
+            Window::Session { gap } if gap.as_millis() == 0 => Some(("/gap", "a session gap cannot be 0".into())),
+            Window::Session { gap } if *gap > MAX_WINDOW_DURATION => Some(("/gap", too_long("gap", gap))),
+            _ => None,
+        }
+    }
+}
+
 impl Transform for WindowAggregate {
     fn inputs(&self) -> Vec<(&str, String)> {
         vec![(&self.input, "/input".into())]
@@ -106,30 +145,33 @@ impl Transform for WindowAggregate {
             );
             ok = false;
         }
-        match &self.window {
-            Window::Tumbling { size } | Window::Hopping { size, .. } if size.as_millis() == 0 => {
-                cx.error(Code::InvalidWindow, &format!("{ptr}/window/size"), "a window cannot be 0 long");
-                ok = false;
-            }
-            Window::Hopping { size, slide }
-                if slide.as_millis() == 0 || slide > size || size.as_millis() % slide.as_millis() != 0 =>
-            {
-                cx.error(
-                    Code::InvalidWindow,
-                    &format!("{ptr}/window/slide"),
-                    format!("slide {slide} must be more than 0, at most the size {size}, and divide it"),
-                );
-                ok = false;
-            }
-            Window::Session { gap } if gap.as_millis() == 0 => {
-                cx.error(Code::InvalidWindow, &format!("{ptr}/window/gap"), "a session gap cannot be 0");
-                ok = false;
-            }
-            _ => {}
+        if let Some((at, message)) = self.window.problem() {
+            cx.error(Code::InvalidWindow, &format!("{ptr}/window{at}"), message);
+            ok = false;
+        }
+        if let Some(lateness) = self.allowed_lateness
+            && lateness > MAX_WINDOW_DURATION
+        {
+            cx.error(
+                Code::InvalidWindow,
+                &format!("{ptr}/allowed_lateness"),
+                format!("allowed lateness {lateness} is longer than the longest it may be ({MAX_WINDOW_DURATION})"),
+            );
+            ok = false;
         }
         let mut fields = Vec::new();
         let columns = input.column_names();
         for (i, k) in self.key.iter().enumerate() {
+            if self.key[..i].contains(k) {
+                cx.error(
+                    Code::ColumnConflict,
+                    &format!("{ptr}/key/{i}"),
+                    format!("key column `{k}` is listed twice"),
+                )
+                .help = Some("list each key column once".into());
+                ok = false;
+                continue;
+            }
             match input.schema.field_with_name(k) {
                 Ok(f) => fields.push(f.as_ref().clone()),
                 Err(_) => {

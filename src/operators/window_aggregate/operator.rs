@@ -162,6 +162,10 @@ impl WindowOperator {
             });
             aggs.push(AggSpec { kind, arg, out_type });
         }
+        // Validation refuses these; a window that could loop for ages per row never runs.
+        if let Some((_, problem)) = spec.window.problem() {
+            return Err(OperatorError::new(problem));
+        }
         let window = match &spec.window {
             Window::Tumbling { size } => (size.as_millis_i64(), size.as_millis_i64(), false),
             Window::Hopping { size, slide } => (size.as_millis_i64(), slide.as_millis_i64(), false),
