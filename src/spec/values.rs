@@ -308,7 +308,7 @@ impl Redactor {
         for r in references {
             let value = match r {
                 Reference::Env(name) => std::env::var(name).ok(),
-                Reference::File(path) => std::fs::read_to_string(path).ok().map(|v| v.trim().to_string()),
+                Reference::File(path) => read_reference_file(path).ok().map(|v| v.trim().to_string()),
             };
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
             // Paths built on a value may lose its trailing separators.
