@@ -171,8 +171,13 @@ fn same(e: &Value, a: &Value, column: &str, columns: &NumberColumns) -> bool {
         }
         // Integers and decimals exactly: 1.9 is not 2, 10000000000 is not 10000000001.
         (Value::Number(x), Value::Number(y)) => decimal_text(x) == decimal_text(y),
-        (Value::Number(x), Value::String(y)) if columns.decimals.contains(column) => {
+        (Value::Number(x), Value::String(y)) | (Value::String(y), Value::Number(x))
+            if columns.decimals.contains(column) =>
+        {
             decimal_text(x) == normal_decimal(y)
+        }
+        (Value::String(x), Value::String(y)) if columns.decimals.contains(column) => {
+            normal_decimal(x) == normal_decimal(y)
         }
         (Value::String(x), Value::String(y)) => {
             x == y || matches!((chrono_like_rfc3339(x), chrono_like_rfc3339(y)), (Some(p), Some(q)) if p == q)
@@ -532,6 +537,9 @@ mod tests {
         assert!(!same(json!(12345678901234567890.12), precise.clone(), "d"));
         assert!(same(json!("12345678901234567890.12"), precise.clone(), "d"));
         assert!(same(json!(1.5), json!("1.5"), "d"));
+        assert!(same(json!("1.50"), decimal_value("1.5"), "d"), "an exact decimal written as text");
+        assert!(!same(json!("1.51"), decimal_value("1.5"), "d"));
+        assert!(same(json!("12345678901234567890.120"), precise.clone(), "d"));
         assert!(!same(json!(1.5), json!("1.5"), "s"), "only decimal columns compare text as numbers");
         assert_eq!(decimal_value("-0.00"), json!(0));
     }

@@ -49,7 +49,8 @@ pub struct Pipeline {
     #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
     /// Number of key groups: the most subtasks a keyed operator can ever be rescaled to
-    /// (default 128).
+    /// (default, as in Flink: 1.5 × the highest parallelism rounded up to a power of two, at
+    /// least 128; set it explicitly to keep state compatible when parallelism changes).
     #[serde(default)]
     #[schemars(range(min = 1, max = 32768))]
     pub max_parallelism: Option<u32>,
@@ -80,9 +81,19 @@ impl Pipeline {
         self.parallelism.unwrap_or(1)
     }
 
-    /// The number of key groups.
+    /// The number of key groups: `max_parallelism`, or Flink's default for the highest
+    /// parallelism in the pipeline.
     pub fn key_groups(&self) -> u32 {
-        self.max_parallelism.unwrap_or(128)
+        self.max_parallelism.unwrap_or_else(|| {
+            let highest = std::iter::once(self.parallelism)
+                .chain(self.sources.values().map(|s| s.get().parallelism()))
+                .chain(self.transforms.values().map(|t| t.get().parallelism()))
+                .chain(self.sinks.values().map(|s| s.get().parallelism()))
+                .flatten()
+                .max()
+                .unwrap_or(1);
+            (highest + highest / 2).next_power_of_two().clamp(128, 32768)
+        })
     }
 }
 

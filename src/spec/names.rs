@@ -192,8 +192,8 @@ pub fn check(p: &Pipeline, cx: &mut Checker) -> Option<Vec<String>> {
 /// No parallelism may exceed the number of key groups (`max_parallelism`): a keyed subtask
 /// owns at least one key group.
 fn check_parallelism(p: &Pipeline, cx: &mut Checker) {
-    let max = p.key_groups();
-    let given = p.max_parallelism.is_some();
+    // Without `max_parallelism` the default grows with the parallelism (as Flink's does).
+    let Some(max) = p.max_parallelism else { return };
     let mut all: Vec<(String, Option<u32>)> = vec![("/parallelism".into(), p.parallelism)];
     all.extend(p.sources.iter().map(|(n, s)| (push_pointer("/sources", n), s.get().parallelism())));
     all.extend(p.transforms.iter().map(|(n, t)| (push_pointer("/transforms", n), t.get().parallelism())));
@@ -201,8 +201,7 @@ fn check_parallelism(p: &Pipeline, cx: &mut Checker) {
     for (i, (ptr, parallelism)) in all.into_iter().enumerate() {
         let Some(n) = parallelism.filter(|&n| n > max) else { continue };
         let at = if i == 0 { ptr } else { format!("{ptr}/parallelism") };
-        let whose = if given { "`max_parallelism`" } else { "the default `max_parallelism`" };
-        cx.error(Code::OutOfRange, &at, format!("parallelism {n} is more than {whose} ({max})")).help =
+        cx.error(Code::OutOfRange, &at, format!("parallelism {n} is more than `max_parallelism` ({max})")).help =
             Some("lower `parallelism`, or raise `max_parallelism` (the number of key groups)".into());
     }
 }

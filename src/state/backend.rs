@@ -105,7 +105,7 @@ pub trait StateBackend: Send {
         let mut w = SnapshotWriter::new(key_groups.clone(), self.descriptors().len());
         let start = key_groups.start.to_be_bytes();
         let end = key_groups.end.to_be_bytes();
-        let end = (key_groups.end < u16::MAX).then_some(&end[..]);
+        let end = Some(&end[..]);
         for (t, d) in self.descriptors().iter().enumerate() {
             let entries: Vec<Entry> = self.range(t, &start, end)?.collect::<StateResult<_>>()?;
             w.table(&d.name, &entries);
@@ -160,10 +160,14 @@ pub fn key_group_of_key(key: &[u8]) -> StateResult<u16> {
 
 /// `[key group][key length][key][namespace length][namespace]`: the prefix of everything one
 /// key keeps in one namespace.
+///
+/// Keys up to 4 GiB and namespaces up to 64 KiB are representable; operators build namespaces
+/// of fixed small size and keys from row-encoded columns bounded by the batch byte budget.
 pub fn keyed_prefix(key_group: u16, key: &[u8], namespace: &[u8]) -> Vec<u8> {
+    assert!(namespace.len() <= usize::from(u16::MAX), "a state namespace is limited to 64 KiB");
     let mut k = Vec::with_capacity(8 + key.len() + namespace.len());
     k.extend_from_slice(&key_group.to_be_bytes());
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(&u32::try_from(key.len()).expect("a state key is limited to 4 GiB").to_be_bytes());
     k.extend_from_slice(key);
     k.extend_from_slice(&(namespace.len() as u16).to_be_bytes());
     k.extend_from_slice(namespace);
@@ -175,7 +179,7 @@ pub fn timer_key(key_group: u16, time: i64, key: &[u8], namespace: &[u8]) -> Vec
     let mut k = Vec::with_capacity(14 + key.len() + namespace.len());
     k.extend_from_slice(&key_group.to_be_bytes());
     k.extend_from_slice(&super::codec::ordered_i64(time));
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(&u32::try_from(key.len()).expect("a state key is limited to 4 GiB").to_be_bytes());
     k.extend_from_slice(key);
     k.extend_from_slice(namespace);
     k

@@ -96,11 +96,12 @@ pub fn hash_rows(columns: &[ArrayRef], out: &mut Vec<u64>) -> Result<(), ArrowEr
     }
     out.clear();
     out.reserve(rows);
+    let encoders: Vec<Encoder<'_>> = columns.iter().map(|c| encoder(c.as_ref())).collect();
     let mut buf = Vec::with_capacity(64);
     for row in 0..rows {
         buf.clear();
-        for c in &columns {
-            encode(c.as_ref(), row, &mut buf);
+        for e in &encoders {
+            e(row, &mut buf);
         }
         out.push(XxHash64::oneshot(0, &buf));
     }
@@ -168,52 +169,137 @@ fn decimal(buf: &mut Vec<u8>, mut v: i128, mut scale: i16) {
     buf.extend_from_slice(&scale.to_be_bytes());
 }
 
-/// Appends the canonical encoding of `a[row]`; `a` is of a hashable, non-dictionary type.
-fn encode(a: &dyn Array, row: usize, buf: &mut Vec<u8>) {
-    if a.is_null(row) {
-        buf.push(0x00);
-        return;
+/// Appends the canonical encoding of one row of a column.
+type Encoder<'a> = Box<dyn Fn(usize, &mut Vec<u8>) + 'a>;
+
+/// The encoder of column `a` (of a hashable, non-dictionary type): the type is matched and the
+/// array downcast once per column, not once per value.
+fn encoder(a: &dyn Array) -> Encoder<'_> {
+    fn with_nulls<'a>(a: &'a dyn Array, f: impl Fn(usize, &mut Vec<u8>) + 'a) -> Encoder<'a> {
+        if a.null_count() == 0 {
+            Box::new(f)
+        } else {
+            Box::new(move |row, buf| if a.is_null(row) { buf.push(0x00) } else { f(row, buf) })
+        }
     }
     match a.data_type() {
-        DataType::Null => buf.push(0x00),
         DataType::Boolean => {
-            buf.push(0x01);
-            buf.push(u8::from(a.as_boolean().value(row)));
+            let v = a.as_boolean();
+            with_nulls(a, move |r, buf| {
+                buf.push(0x01);
+                buf.push(u8::from(v.value(r)));
+            })
         }
-        DataType::Int8 => int(buf, a.as_primitive::<Int8Type>().value(row).into()),
-        DataType::Int16 => int(buf, a.as_primitive::<Int16Type>().value(row).into()),
-        DataType::Int32 => int(buf, a.as_primitive::<Int32Type>().value(row).into()),
-        DataType::Int64 => int(buf, a.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => uint(buf, a.as_primitive::<UInt8Type>().value(row).into()),
-        DataType::UInt16 => uint(buf, a.as_primitive::<UInt16Type>().value(row).into()),
-        DataType::UInt32 => uint(buf, a.as_primitive::<UInt32Type>().value(row).into()),
-        DataType::UInt64 => uint(buf, a.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float16 => float(buf, a.as_primitive::<Float16Type>().value(row).to_f64()),
-        DataType::Float32 => float(buf, a.as_primitive::<Float32Type>().value(row).into()),
-        DataType::Float64 => float(buf, a.as_primitive::<Float64Type>().value(row)),
-        DataType::Utf8 => bytes(buf, 0x05, a.as_string::<i32>().value(row).as_bytes()),
-        DataType::LargeUtf8 => bytes(buf, 0x05, a.as_string::<i64>().value(row).as_bytes()),
-        DataType::Utf8View => bytes(buf, 0x05, a.as_string_view().value(row).as_bytes()),
-        DataType::Binary => bytes(buf, 0x06, a.as_binary::<i32>().value(row)),
-        DataType::LargeBinary => bytes(buf, 0x06, a.as_binary::<i64>().value(row)),
-        DataType::BinaryView => bytes(buf, 0x06, a.as_binary_view().value(row)),
-        DataType::FixedSizeBinary(_) => bytes(buf, 0x06, a.as_fixed_size_binary().value(row)),
-        DataType::Timestamp(unit, _) => {
-            let (v, per_unit) = match unit {
-                TimeUnit::Second => (a.as_primitive::<TimestampSecondType>().value(row), 1_000_000_000),
-                TimeUnit::Millisecond => (a.as_primitive::<TimestampMillisecondType>().value(row), 1_000_000),
-                TimeUnit::Microsecond => (a.as_primitive::<TimestampMicrosecondType>().value(row), 1_000),
-                TimeUnit::Nanosecond => (a.as_primitive::<TimestampNanosecondType>().value(row), 1),
-            };
-            nanos(buf, i128::from(v) * per_unit);
+        DataType::Int8 => {
+            let v = a.as_primitive::<Int8Type>();
+            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
         }
-        DataType::Date32 => millis_date(buf, i64::from(a.as_primitive::<Date32Type>().value(row)) * 86_400_000),
-        DataType::Date64 => millis_date(buf, a.as_primitive::<Date64Type>().value(row)),
-        DataType::Decimal32(_, s) => decimal(buf, a.as_primitive::<Decimal32Type>().value(row).into(), (*s).into()),
-        DataType::Decimal64(_, s) => decimal(buf, a.as_primitive::<Decimal64Type>().value(row).into(), (*s).into()),
-        DataType::Decimal128(_, s) => decimal(buf, a.as_primitive::<Decimal128Type>().value(row), (*s).into()),
-        // `hash_rows` refuses every other type before encoding.
-        other => unreachable!("unhashable key type {other}"),
+        DataType::Int16 => {
+            let v = a.as_primitive::<Int16Type>();
+            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
+        }
+        DataType::Int32 => {
+            let v = a.as_primitive::<Int32Type>();
+            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
+        }
+        DataType::Int64 => {
+            let v = a.as_primitive::<Int64Type>();
+            with_nulls(a, move |r, buf| int(buf, v.value(r)))
+        }
+        DataType::UInt8 => {
+            let v = a.as_primitive::<UInt8Type>();
+            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
+        }
+        DataType::UInt16 => {
+            let v = a.as_primitive::<UInt16Type>();
+            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
+        }
+        DataType::UInt32 => {
+            let v = a.as_primitive::<UInt32Type>();
+            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
+        }
+        DataType::UInt64 => {
+            let v = a.as_primitive::<UInt64Type>();
+            with_nulls(a, move |r, buf| uint(buf, v.value(r)))
+        }
+        DataType::Float16 => {
+            let v = a.as_primitive::<Float16Type>();
+            with_nulls(a, move |r, buf| float(buf, v.value(r).to_f64()))
+        }
+        DataType::Float32 => {
+            let v = a.as_primitive::<Float32Type>();
+            with_nulls(a, move |r, buf| float(buf, v.value(r).into()))
+        }
+        DataType::Float64 => {
+            let v = a.as_primitive::<Float64Type>();
+            with_nulls(a, move |r, buf| float(buf, v.value(r)))
+        }
+        DataType::Utf8 => {
+            let v = a.as_string::<i32>();
+            with_nulls(a, move |r, buf| bytes(buf, 0x05, v.value(r).as_bytes()))
+        }
+        DataType::LargeUtf8 => {
+            let v = a.as_string::<i64>();
+            with_nulls(a, move |r, buf| bytes(buf, 0x05, v.value(r).as_bytes()))
+        }
+        DataType::Utf8View => {
+            let v = a.as_string_view();
+            with_nulls(a, move |r, buf| bytes(buf, 0x05, v.value(r).as_bytes()))
+        }
+        DataType::Binary => {
+            let v = a.as_binary::<i32>();
+            with_nulls(a, move |r, buf| bytes(buf, 0x06, v.value(r)))
+        }
+        DataType::LargeBinary => {
+            let v = a.as_binary::<i64>();
+            with_nulls(a, move |r, buf| bytes(buf, 0x06, v.value(r)))
+        }
+        DataType::BinaryView => {
+            let v = a.as_binary_view();
+            with_nulls(a, move |r, buf| bytes(buf, 0x06, v.value(r)))
+        }
+        DataType::FixedSizeBinary(_) => {
+            let v = a.as_fixed_size_binary();
+            with_nulls(a, move |r, buf| bytes(buf, 0x06, v.value(r)))
+        }
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            let v = a.as_primitive::<TimestampSecondType>();
+            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            let v = a.as_primitive::<TimestampMillisecondType>();
+            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let v = a.as_primitive::<TimestampMicrosecondType>();
+            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            let v = a.as_primitive::<TimestampNanosecondType>();
+            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r))))
+        }
+        DataType::Date32 => {
+            let v = a.as_primitive::<Date32Type>();
+            with_nulls(a, move |r, buf| millis_date(buf, i64::from(v.value(r)) * 86_400_000))
+        }
+        DataType::Date64 => {
+            let v = a.as_primitive::<Date64Type>();
+            with_nulls(a, move |r, buf| millis_date(buf, v.value(r)))
+        }
+        DataType::Decimal32(_, s) => {
+            let (v, s) = (a.as_primitive::<Decimal32Type>(), i16::from(*s));
+            with_nulls(a, move |r, buf| decimal(buf, v.value(r).into(), s))
+        }
+        DataType::Decimal64(_, s) => {
+            let (v, s) = (a.as_primitive::<Decimal64Type>(), i16::from(*s));
+            with_nulls(a, move |r, buf| decimal(buf, v.value(r).into(), s))
+        }
+        DataType::Decimal128(_, s) => {
+            let (v, s) = (a.as_primitive::<Decimal128Type>(), i16::from(*s));
+            with_nulls(a, move |r, buf| decimal(buf, v.value(r), s))
+        }
+        // Null, and nothing else: `hash_rows` refuses unhashable types before encoding.
+        _ => Box::new(|_, buf| buf.push(0x00)),
     }
 }
 

@@ -11,8 +11,8 @@ use super::backend::{Entries, StateBackend, StateDescriptor, StateError, StateRe
 /// State in a RocksDB database that this backend owns and deletes when dropped.
 pub struct RocksDbBackend {
     descriptors: Vec<StateDescriptor>,
-    // Declared before `dir` so that the database closes before its folder is removed.
-    db: DB,
+    /// `None` only while dropping: the database closes before its folder is removed.
+    db: Option<DB>,
     write: WriteOptions,
     dir: PathBuf,
 }
@@ -22,12 +22,11 @@ fn rocks_error(e: rocksdb::Error) -> StateError {
 }
 
 impl RocksDbBackend {
-    /// Opens a fresh database in `dir` (which must not hold another backend's data; it is
-    /// emptied first) with these states, using about `memory` bytes of RAM.
+    /// Opens a fresh database in `dir`, which must be absent or empty (it is removed when the
+    /// backend is dropped), with these states, using about `memory` bytes of RAM.
     pub fn open(dir: &Path, descriptors: Vec<StateDescriptor>, memory: usize) -> StateResult<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| StateError::new(format!("cannot clear the state folder {}: {e}", dir.display())))?;
+        if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(StateError::new(format!("the state folder {} is not empty", dir.display())));
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| StateError::new(format!("cannot create the state folder {}: {e}", dir.display())))?;
@@ -55,24 +54,30 @@ impl RocksDbBackend {
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks_error)?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
-        Ok(RocksDbBackend { descriptors, db, write, dir: dir.to_path_buf() })
+        Ok(RocksDbBackend { descriptors, db: Some(db), write, dir: dir.to_path_buf() })
+    }
+
+    fn db(&self) -> &DB {
+        self.db.as_ref().expect("the database is open until the backend is dropped")
     }
 
     fn cf(&self, t: TableId) -> StateResult<&rocksdb::ColumnFamily> {
         let name = &self.descriptors.get(t).ok_or_else(|| StateError::new(format!("no state table {t}")))?.name;
-        self.db.cf_handle(name).ok_or_else(|| StateError::new(format!("RocksDB has no column family `{name}`")))
+        self.db().cf_handle(name).ok_or_else(|| StateError::new(format!("RocksDB has no column family `{name}`")))
     }
 
     /// Bytes of live data files on disk (SST), as RocksDB estimates them.
     pub fn disk_size(&self) -> u64 {
-        self.db.property_int_value("rocksdb.live-sst-files-size").ok().flatten().unwrap_or(0)
+        self.db().property_int_value("rocksdb.live-sst-files-size").ok().flatten().unwrap_or(0)
     }
 }
 
 impl Drop for RocksDbBackend {
     fn drop(&mut self) {
-        let _ = self.db.flush_wal(true);
-        let _ = DB::destroy(&Options::default(), &self.dir);
+        if let Some(db) = self.db.take() {
+            // The state is thrown away: stop compactions rather than finish them.
+            db.cancel_all_background_work(true);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -84,23 +89,23 @@ impl StateBackend for RocksDbBackend {
 
     fn get(&self, table: TableId, key: &[u8]) -> StateResult<Option<Vec<u8>>> {
         let cf = self.cf(table)?;
-        Ok(self.db.get_pinned_cf(cf, key).map_err(rocks_error)?.map(|v| v.to_vec()))
+        Ok(self.db().get_pinned_cf(cf, key).map_err(rocks_error)?.map(|v| v.to_vec()))
     }
 
     fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> StateResult<()> {
         let cf = self.cf(table)?;
-        self.db.put_cf_opt(cf, key, value, &self.write).map_err(rocks_error)
+        self.db().put_cf_opt(cf, key, value, &self.write).map_err(rocks_error)
     }
 
     fn delete(&mut self, table: TableId, key: &[u8]) -> StateResult<()> {
         let cf = self.cf(table)?;
-        self.db.delete_cf_opt(cf, key, &self.write).map_err(rocks_error)
+        self.db().delete_cf_opt(cf, key, &self.write).map_err(rocks_error)
     }
 
     fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
         let cf = self.cf(table)?;
         let end = end.map(<[u8]>::to_vec);
-        let iter = self.db.iterator_cf(cf, IteratorMode::From(start, Direction::Forward));
+        let iter = self.db().iterator_cf(cf, IteratorMode::From(start, Direction::Forward));
         Ok(Box::new(iter.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(rocks_error)).take_while(
             move |r| match (r, &end) {
                 (Ok((k, _)), Some(end)) => k.as_slice() < end.as_slice(),

@@ -272,3 +272,60 @@ fn update_on_a_read_only_spec_names_the_file() {
     assert!(t.contains(&format!("cannot write the updated expectations to {spec}: Permission denied")), "{t}");
     assert!(std::fs::read_to_string(&spec).unwrap().contains("n: 1, i: 1"), "the spec is unchanged");
 }
+
+/// A range as wide as the bigint type: its span does not fit an i64, so it used to wrap to
+/// one value (or panic in a debug build).
+#[test]
+fn datagen_ranges_spanning_the_whole_bigint_type_spread_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "wide.yaml",
+        &format!(
+            "version: 1\nname: wide\nparallelism: 1\nsources:\n  a:\n    connector: datagen\n    count: 200\n    seed: 3\n    \
+             schema:\n      n: {{ type: bigint, min: -5000000000000000000, max: 5000000000000000000 }}\n\
+             sinks:\n  out: {{ connector: file, input: a, path: \"{}\", format: jsonl }}\n",
+            out_dir.display()
+        ),
+    );
+    let out = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut values = Vec::new();
+    for f in std::fs::read_dir(&out_dir).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            values.push(row["n"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(values.len(), 200);
+    assert!(values.iter().all(|v| (-5_000_000_000_000_000_000..=5_000_000_000_000_000_000).contains(v)));
+    assert!(values.iter().any(|v| *v < -1_000_000_000_000_000_000), "{values:?}");
+    assert!(values.iter().any(|v| *v > 1_000_000_000_000_000_000), "{values:?}");
+}
+
+/// An unbounded `int` sequence that reaches the type's largest value fails the job with a
+/// message, rather than wrapping around to negative numbers.
+#[test]
+fn an_int_sequence_past_its_type_fails_instead_of_wrapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "seq.yaml",
+        &format!(
+            "version: 1\nname: seq\nparallelism: 1\nsources:\n  a:\n    connector: datagen\n    \
+             schema:\n      n: {{ type: int, sequence: true, min: 2147480000 }}\n\
+             sinks:\n  out: {{ connector: file, input: a, path: \"{}\", format: jsonl }}\n",
+            out_dir.display()
+        ),
+    );
+    let out = sluice(&["run", "--quiet", &spec]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("column `n`: the sequence passed the largest int"), "{all}");
+    for f in std::fs::read_dir(&out_dir).into_iter().flatten() {
+        let body = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
+        assert!(!body.contains("\"n\":-"), "no wrapped values written");
+    }
+}

@@ -190,7 +190,7 @@ fn windows_that_would_explode_per_row_are_refused() {
 #[test]
 fn plan_of_a_long_chain_is_not_quadratic() {
     let dir = tempfile::tempdir().unwrap();
-    let n = 3000;
+    let n = 12_000;
     let mut spec = String::from(
         "version: 1\nname: chain\nsources:\n  s: { connector: datagen, count: 1, schema: { x: bigint } }\ntransforms:\n",
     );
@@ -210,8 +210,9 @@ fn plan_of_a_long_chain_is_not_quadratic() {
     assert_eq!(plan.tasks.len(), 1, "one chain");
     assert_eq!(plan.tasks[0].operators.len(), n + 2);
     assert!(text.contains(&format!("t{} [transform filter]", n - 1)));
-    // Quadratic, this took seconds in a debug build; linear, a few milliseconds.
-    assert!(took < Duration::from_millis(500), "plan took {took:?}");
+    // Quadratic, 12,000 operators took about 16 s in a debug build; linear, tens of
+    // milliseconds. The bound leaves a loaded CI machine a hundredfold margin.
+    assert!(took < Duration::from_secs(5), "plan took {took:?}");
 }
 
 #[test]

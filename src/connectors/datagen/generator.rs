@@ -190,6 +190,21 @@ impl DatagenReader {
     }
 
     fn rows_batch(&self, gens: &[ColumnGen], rows: &[u64]) -> Result<RecordBatch, OperatorError> {
+        let last = rows.iter().copied().max().unwrap_or(0);
+        for (g, field) in gens.iter().zip(self.schema.fields()) {
+            let top = match g.ty {
+                ColumnType::Int => i128::from(i32::MAX),
+                ColumnType::Bigint => i128::from(i64::MAX),
+                _ => continue,
+            };
+            if g.sequence && g.min.unwrap_or(0.0) as i64 as i128 + i128::from(last) > top {
+                return Err(OperatorError::new(format!(
+                    "column `{}`: the sequence passed the largest {} at row {last}; set a `count` or a lower `min`",
+                    field.name(),
+                    if g.ty == ColumnType::Int { "int" } else { "bigint" },
+                )));
+            }
+        }
         let columns: Vec<ArrayRef> =
             gens.iter().enumerate().map(|(c, g)| column(self.seed, c as u64, g, rows)).collect();
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
@@ -203,15 +218,17 @@ fn column(seed: u64, c: u64, g: &ColumnGen, rows: &[u64]) -> ArrayRef {
     };
     let int = |r: u64, lo: f64, hi: f64| -> i64 {
         if g.sequence {
-            return g.min.unwrap_or(0.0) as i64 + r as i64;
+            // `rows_batch` refuses rows past the column type's range.
+            return (g.min.unwrap_or(0.0) as i64).saturating_add_unsigned(r);
         }
         if let Some(v) = pick(r) {
             return v.as_i64().unwrap_or(0);
         }
-        let lo = g.min.unwrap_or(lo) as i64;
-        let hi = g.max.unwrap_or(hi) as i64;
-        let span = (hi - lo).max(0) as u64 + 1;
-        lo + (mix(seed, c, r) % span) as i64
+        // In i128: the full bigint range spans more than an i64 holds.
+        let lo = g.min.unwrap_or(lo) as i64 as i128;
+        let hi = g.max.unwrap_or(hi) as i64 as i128;
+        let span = (hi - lo).max(0) as u128 + 1;
+        (lo + (u128::from(mix(seed, c, r)) % span) as i128) as i64
     };
     let float = |r: u64| -> f64 {
         if g.sequence {
