@@ -185,7 +185,7 @@ impl<'a> Reader<'a> {
 }
 
 impl Codec for Accs {
-    const NAME: &'static str = "window accumulators (tagged binary)";
+    const NAME: &'static str = "accumulators";
 
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());

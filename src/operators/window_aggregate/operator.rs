@@ -92,7 +92,7 @@ struct TimerNs {
 }
 
 impl Codec for TimerNs {
-    const NAME: &'static str = "window (start, end: ordered i64), action (fire 0, cleanup 1)";
+    const NAME: &'static str = "window + action";
     fn encode(&self, out: &mut Vec<u8>) {
         self.window.encode(out);
         out.push(self.action);
