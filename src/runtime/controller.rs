@@ -244,8 +244,12 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
         }
     }
 
-    let stateful: usize =
-        plan.operators.iter().filter(|o| o.state.as_ref().is_some_and(|s| s.kind == "keyed")).map(|o| o.parallelism as usize).sum();
+    let stateful: usize = plan
+        .operators
+        .iter()
+        .filter(|o| o.state.as_ref().is_some_and(|s| s.kind == "keyed"))
+        .map(|o| o.parallelism as usize)
+        .sum();
     let state = crate::state::StateEnv::new(&p.name, p.state.as_ref(), stateful);
 
     // Build every subtask before starting any, so a build error leaves nothing running.

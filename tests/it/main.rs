@@ -8,6 +8,7 @@ mod examples;
 mod hardening_engine;
 mod mutation;
 mod schema;
+mod state_backends;
 mod windows;
 
 use std::path::{Path, PathBuf};

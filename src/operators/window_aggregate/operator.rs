@@ -45,8 +45,8 @@ use crate::runtime::{BuildContext, Operator, OperatorError, OperatorMetrics, Out
 use crate::spec::check::StreamSchema;
 use crate::state::backend::{StateBackend, StateDescriptor, StateResult, keyed_prefix, prefix_end};
 use crate::state::codec::{Codec, WindowNs, from_ordered_i64, ordered_i64};
-use crate::state::key_hash::hash_rows;
 use crate::state::key_group_of;
+use crate::state::key_hash::hash_rows;
 use crate::state::typed::{DueTimer, KeyCtx, Timers, ValueState};
 
 /// Which aggregate.
@@ -498,7 +498,10 @@ impl WindowOperator {
                 self.timers.register(&mut *self.state, k, end.saturating_sub(1), &ns)?;
             } else if self.lateness > 0 {
                 // Every window of the slice has fired: it goes when the last one is past lateness.
-                let ns = TimerNs { window: WindowNs { start: last_end.saturating_sub(size), end: last_end }, action: CLEANUP };
+                let ns = TimerNs {
+                    window: WindowNs { start: last_end.saturating_sub(size), end: last_end },
+                    action: CLEANUP,
+                };
                 let at = self.cleanup_time(last_end);
                 self.timers.register(&mut *self.state, k, at, &ns)?;
             }
@@ -581,7 +584,7 @@ impl WindowOperator {
         if self.lateness > 0 {
             let ns = TimerNs { window: w, action: CLEANUP };
             let at = self.cleanup_time(w.end);
-                self.timers.register(&mut *self.state, k, at, &ns)?;
+            self.timers.register(&mut *self.state, k, at, &ns)?;
         }
         Ok(())
     }
