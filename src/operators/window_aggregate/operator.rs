@@ -600,11 +600,11 @@ impl WindowOperator {
         let Shape::Session { gap } = self.shape else { unreachable!("not a session window") };
         let mut by_key: HashMap<&[u8], (u16, Vec<u32>)> = HashMap::new();
         let mut late = Vec::new();
-        for r in 0..ts.len() {
+        for (r, &kg) in kgs.iter().enumerate() {
             if ts.is_null(r) {
                 late.push(r as u32);
             } else {
-                by_key.entry(keys.row(r).data()).or_insert_with(|| (kgs[r], Vec::new())).1.push(r as u32);
+                by_key.entry(keys.row(r).data()).or_insert_with(|| (kg, Vec::new())).1.push(r as u32);
             }
         }
         let mut by_key: Vec<_> = by_key.into_iter().collect();
