@@ -87,9 +87,6 @@ pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyh
     if p.checkpoints.is_some() || p.restart.is_some() {
         writeln!(err, "warning: `checkpoints` and `restart` are not implemented yet; this run keeps no checkpoints")?;
     }
-    if p.state.as_ref().is_some_and(|s| s.backend == spec::StateBackend::Rocksdb) {
-        writeln!(err, "warning: the rocksdb state backend is not implemented yet; state is kept in memory")?;
-    }
     drop(err);
     let options = JobOptions {
         capture_sinks: dry_run,

@@ -52,6 +52,11 @@ pub trait Transform {
     fn state(&self) -> StateKind {
         StateKind::None
     }
+    /// The keyed states it declares up front, in table order: what `sluice plan` shows and
+    /// what its state backend is opened with.
+    fn states(&self) -> Vec<crate::state::backend::StateDescriptor> {
+        Vec::new()
+    }
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
     /// Builds the running operator for one subtask; `inputs` and `output` are the schemas

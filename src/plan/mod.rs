@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use serde::Serialize;
 
 use crate::spec::{StateBackend, Validated};
+use crate::state::backend::StateDescriptor;
 
 /// What state an operator keeps, as declared by its component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,9 @@ pub struct State {
     /// Where keyed state lives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<&'static str>,
+    /// The states the operator declares up front (name, kind, codec).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub declared: Vec<StateDescriptor>,
 }
 
 /// One operator of the physical graph.
@@ -201,8 +205,8 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     };
     let state = |k: StateKind| match k {
         StateKind::None => None,
-        StateKind::Operator(what) => Some(State { kind: "operator", what, backend: None }),
-        StateKind::Keyed(what) => Some(State { kind: "keyed", what, backend: Some(backend) }),
+        StateKind::Operator(what) => Some(State { kind: "operator", what, backend: None, declared: Vec::new() }),
+        StateKind::Keyed(what) => Some(State { kind: "keyed", what, backend: Some(backend), declared: Vec::new() }),
     };
     let mut ops: Vec<Operator> = Vec::new();
     // Operator id → its index in `ops`, so lookups stay constant-time on long chains.
@@ -252,7 +256,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             ty: t.name(),
             description: c.describe(),
             parallelism,
-            state: state(c.state()),
+            state: state(c.state()).map(|st| State { declared: c.states(), ..st }),
             task: 0,
         });
     }
@@ -394,7 +398,20 @@ impl PhysicalPlan {
                 let _ = writeln!(s, "{arrow}{} [{} {}] {}", op.id, op.role, op.ty, op.description);
                 if let Some(st) = &op.state {
                     let backend = st.backend.map(|b| format!(" in {b}")).unwrap_or_default();
-                    let _ = writeln!(s, "      state: {} — {}{backend}", st.kind, st.what);
+                    let what = if st.declared.is_empty() {
+                        st.what.to_string()
+                    } else {
+                        let kind = |k| match k {
+                            crate::state::backend::StateKind::Value => "value",
+                            crate::state::backend::StateKind::Map => "map",
+                            crate::state::backend::StateKind::List => "list",
+                            crate::state::backend::StateKind::Timers => "timers",
+                        };
+                        let states: Vec<String> =
+                            st.declared.iter().map(|d| format!("{} ({}: {})", d.name, kind(d.kind), d.codec)).collect();
+                        states.join(", ")
+                    };
+                    let _ = writeln!(s, "      state: {} — {what}{backend}", st.kind);
                 }
             }
         }

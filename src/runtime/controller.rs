@@ -245,6 +245,14 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
         }
     }
 
+    let stateful: usize = plan
+        .operators
+        .iter()
+        .filter(|o| o.state.as_ref().is_some_and(|s| s.kind == "keyed"))
+        .map(|o| o.parallelism as usize)
+        .sum();
+    let state = crate::state::StateEnv::new(&p.name, p.state.as_ref(), stateful);
+
     // Build every subtask before starting any, so a build error leaves nothing running.
     let mut subtasks = Vec::new();
     for t in &plan.tasks {
@@ -265,6 +273,9 @@ pub fn run_job(v: &Validated, mut options: JobOptions) -> Result<JobResult, JobE
                         .map(|all| all.iter().skip(s).step_by(parallelism).cloned().collect())
                         .unwrap_or_default(),
                     all_splits: splits.get(id.as_str()).cloned().unwrap_or_default(),
+                    state: state.clone(),
+                    key_groups: crate::state::key_group_range(s as u32, plan.max_parallelism, parallelism as u32),
+                    max_parallelism: plan.max_parallelism,
                 };
                 // Output streams of this operator: main first, then side outputs in order.
                 let mut streams = vec![id.clone()];

@@ -200,6 +200,12 @@ pub struct BuildContext {
     pub splits: Vec<String>,
     /// For sources: every split enumerated at the start, so a subtask knows what others own.
     pub all_splits: Vec<String>,
+    /// Where keyed state goes; stateful operators open their backend from it.
+    pub state: Arc<crate::state::StateEnv>,
+    /// The key groups this subtask owns, `[start, end)`.
+    pub key_groups: std::ops::Range<u16>,
+    /// The job's number of key groups.
+    pub max_parallelism: u32,
 }
 
 /// The schema of dead-letter streams: which source, the raw record, why, and where.

@@ -172,9 +172,13 @@ pub struct StateConfig {
     /// `memory` (default) or `rocksdb`.
     #[serde(default)]
     pub backend: StateBackend,
-    /// Local folder for RocksDB (default: a temporary folder).
+    /// Local folder for RocksDB (default: a temporary folder). Each run keeps its state in a
+    /// folder of its own inside it and removes that folder when it ends.
     #[serde(default)]
     pub path: Option<String>,
+    /// Memory RocksDB may use for the whole job, divided among its stateful subtasks (default 256MB).
+    #[serde(default)]
+    pub memory: Option<values::ByteSize>,
 }
 
 /// One example: rows given to sources (and watermarks), rows expected at sinks.

@@ -8,14 +8,18 @@
 //! [`backend`] is the byte-level backend trait and the key layout (`[key group][key][namespace]`),
 //! with snapshots per key-group range; [`memory`] and [`rocks`] implement it; [`typed`] puts
 //! value, map and list state and timers on top, with the order-preserving codecs of [`codec`].
-//! The typed maps below this line are the window operator's current in-memory state, which
-//! moves onto the backend trait next.
+//! A job opens one backend per stateful subtask through [`StateEnv`], from the spec's `state:`
+//! settings: in memory, or RocksDB in a folder of its own that is removed when the job ends.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Row-encoded key columns of one key.
-pub type Key = Vec<u8>;
+use crate::spec::{StateBackend as StateBackendKind, StateConfig};
+use backend::{Entries, StateBackend, StateDescriptor, StateError, StateResult, TableId};
+use memory::MemoryBackend;
+use rocks::RocksDbBackend;
 
 pub mod backend;
 pub mod codec;
@@ -34,164 +38,119 @@ pub fn subtask_for_key_group(key_group: u32, max_parallelism: u32, parallelism: 
     ((u64::from(key_group) * u64::from(parallelism)) / u64::from(max_parallelism.max(1))) as u32
 }
 
-/// Per-key values in a namespace.
+/// The key groups subtask `subtask` of `parallelism` owns: the `kg` with
+/// `subtask_for_key_group(kg) == subtask`, which is `[ceil(i * max / p), ceil((i + 1) * max / p))`.
+pub fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> Range<u16> {
+    let max = u64::from(max_parallelism.max(1));
+    let p = u64::from(parallelism.max(1));
+    let bound = |i: u64| (i * max).div_ceil(p).min(max) as u16;
+    bound(u64::from(subtask))..bound(u64::from(subtask) + 1)
+}
+
+/// Where one job's keyed state goes: the spec's `state:` settings, and for RocksDB the job's
+/// folder `{path or system temp}/sluice-{job}-{pid}-{random}`, created on first use and
+/// removed when the last backend opened from it and this value are gone.
 #[derive(Debug)]
-pub struct ValueState<N, V> {
-    values: HashMap<(Key, N), V>,
+pub struct StateEnv {
+    backend: StateBackendKind,
+    root: PathBuf,
+    /// Bytes of memory each stateful subtask's RocksDB may use.
+    per_subtask_memory: usize,
 }
 
-impl<N: Hash + Eq + Clone, V: Clone> Default for ValueState<N, V> {
-    fn default() -> Self {
-        ValueState { values: HashMap::new() }
-    }
-}
+/// Default RocksDB memory budget of a whole job, divided among its stateful subtasks.
+pub const DEFAULT_STATE_MEMORY: u64 = 256 << 20;
 
-impl<N: Hash + Eq + Clone, V: Clone> ValueState<N, V> {
-    /// The value of `key` in `ns`.
-    pub fn get(&self, key: &[u8], ns: &N) -> Option<V> {
-        self.values.get(&(key.to_vec(), ns.clone())).cloned()
-    }
-
-    /// Sets the value of `key` in `ns`.
-    pub fn put(&mut self, key: &[u8], ns: N, value: V) {
-        self.values.insert((key.to_vec(), ns), value);
-    }
-
-    /// Removes the value of `key` in `ns`, returning it.
-    pub fn remove(&mut self, key: &[u8], ns: &N) -> Option<V> {
-        self.values.remove(&(key.to_vec(), ns.clone()))
+impl StateEnv {
+    /// The state settings of job `job`, whose keyed operators run `stateful_subtasks` subtasks in all.
+    pub fn new(job: &str, config: Option<&StateConfig>, stateful_subtasks: usize) -> Arc<Self> {
+        let backend = config.map(|c| c.backend).unwrap_or_default();
+        let base = config.and_then(|c| c.path.as_deref()).map_or_else(std::env::temp_dir, PathBuf::from);
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let job: String =
+            job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let root = base.join(format!("sluice-{job}-{}-{random:016x}", std::process::id()));
+        let memory = config.and_then(|c| c.memory).map_or(DEFAULT_STATE_MEMORY, |m| m.0);
+        let per_subtask_memory = usize::try_from(memory / stateful_subtasks.max(1) as u64).unwrap_or(usize::MAX);
+        Arc::new(StateEnv { backend, root, per_subtask_memory })
     }
 
-    /// Number of (key, namespace) entries.
-    pub fn len(&self) -> usize {
-        self.values.len()
+    /// Memory state, for tests and tools that run operators outside a job.
+    pub fn memory() -> Arc<Self> {
+        StateEnv::new("local", None, 1)
     }
 
-    /// Whether there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-}
-
-/// Per-key maps in a namespace.
-#[derive(Debug)]
-pub struct MapState<N, K, V> {
-    maps: HashMap<(Key, N), HashMap<K, V>>,
-}
-
-impl<N: Hash + Eq + Clone, K: Hash + Eq + Clone, V: Clone> Default for MapState<N, K, V> {
-    fn default() -> Self {
-        MapState { maps: HashMap::new() }
-    }
-}
-
-impl<N: Hash + Eq + Clone, K: Hash + Eq + Clone, V: Clone> MapState<N, K, V> {
-    /// One entry of the map of `key` in `ns`.
-    pub fn get(&self, key: &[u8], ns: &N, map_key: &K) -> Option<V> {
-        self.maps.get(&(key.to_vec(), ns.clone())).and_then(|m| m.get(map_key)).cloned()
+    /// The job's RocksDB folder (it exists only while a RocksDB backend is open).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
-    /// Sets one entry.
-    pub fn put(&mut self, key: &[u8], ns: N, map_key: K, value: V) {
-        self.maps.entry((key.to_vec(), ns)).or_default().insert(map_key, value);
-    }
-
-    /// All entries of the map of `key` in `ns`.
-    pub fn entries(&self, key: &[u8], ns: &N) -> Vec<(K, V)> {
-        self.maps
-            .get(&(key.to_vec(), ns.clone()))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
-    }
-
-    /// Removes the whole map of `key` in `ns`.
-    pub fn clear(&mut self, key: &[u8], ns: &N) {
-        self.maps.remove(&(key.to_vec(), ns.clone()));
-    }
-}
-
-/// Per-key lists in a namespace.
-#[derive(Debug)]
-pub struct ListState<N, V> {
-    lists: HashMap<(Key, N), Vec<V>>,
-}
-
-impl<N: Hash + Eq + Clone, V: Clone> Default for ListState<N, V> {
-    fn default() -> Self {
-        ListState { lists: HashMap::new() }
-    }
-}
-
-impl<N: Hash + Eq + Clone, V: Clone> ListState<N, V> {
-    /// Appends to the list of `key` in `ns`.
-    pub fn add(&mut self, key: &[u8], ns: N, value: V) {
-        self.lists.entry((key.to_vec(), ns)).or_default().push(value);
-    }
-
-    /// The list of `key` in `ns`.
-    pub fn get(&self, key: &[u8], ns: &N) -> Vec<V> {
-        self.lists.get(&(key.to_vec(), ns.clone())).cloned().unwrap_or_default()
-    }
-
-    /// Replaces the list of `key` in `ns`.
-    pub fn update(&mut self, key: &[u8], ns: N, values: Vec<V>) {
-        if values.is_empty() {
-            self.lists.remove(&(key.to_vec(), ns));
-        } else {
-            self.lists.insert((key.to_vec(), ns), values);
-        }
-    }
-
-    /// Removes the list of `key` in `ns`.
-    pub fn clear(&mut self, key: &[u8], ns: &N) {
-        self.lists.remove(&(key.to_vec(), ns.clone()));
-    }
-}
-
-/// Event-time timers: (time, key, namespace), fired in time order once the watermark
-/// reaches them. Registering the same timer twice keeps one.
-#[derive(Debug)]
-pub struct Timers<N: Ord> {
-    timers: BTreeSet<(i64, Key, N)>,
-}
-
-impl<N: Ord + Clone> Default for Timers<N> {
-    fn default() -> Self {
-        Timers { timers: BTreeSet::new() }
-    }
-}
-
-impl<N: Ord + Clone> Timers<N> {
-    /// Registers a timer at event time `at`.
-    pub fn register(&mut self, at: i64, key: &[u8], ns: N) {
-        self.timers.insert((at, key.to_vec(), ns));
-    }
-
-    /// Deletes a timer.
-    pub fn delete(&mut self, at: i64, key: &[u8], ns: N) {
-        self.timers.remove(&(at, key.to_vec(), ns));
-    }
-
-    /// Removes and returns every timer at or before `watermark`, in time order.
-    pub fn due(&mut self, watermark: i64) -> Vec<(i64, Key, N)> {
-        let mut out = Vec::new();
-        while let Some(first) = self.timers.first() {
-            if first.0 > watermark {
-                break;
+    /// Opens the backend of one stateful subtask with the states its operator declares.
+    pub fn open(
+        self: &Arc<Self>,
+        operator: &str,
+        subtask: usize,
+        descriptors: Vec<StateDescriptor>,
+    ) -> StateResult<Box<dyn StateBackend>> {
+        match self.backend {
+            StateBackendKind::Memory => Ok(Box::new(MemoryBackend::new(descriptors))),
+            StateBackendKind::Rocksdb => {
+                let dir = self.root.join(format!("{operator}-{subtask}"));
+                let db = RocksDbBackend::open(&dir, descriptors, self.per_subtask_memory)
+                    .map_err(|e| StateError::new(format!("cannot open the state of `{operator}`: {e}")))?;
+                Ok(Box::new(JobRocks { db: Some(db), _env: self.clone() }))
             }
-            out.push(self.timers.pop_first().expect("non-empty"));
         }
-        out
     }
+}
 
-    /// Number of pending timers.
-    pub fn len(&self) -> usize {
-        self.timers.len()
+impl Drop for StateEnv {
+    fn drop(&mut self) {
+        // Only an empty folder: every subtask's database has removed its own by now.
+        let _ = std::fs::remove_dir(&self.root);
     }
+}
 
-    /// Whether no timer is pending.
-    pub fn is_empty(&self) -> bool {
-        self.timers.is_empty()
+/// A subtask's RocksDB that keeps its job's folder alive.
+struct JobRocks {
+    db: Option<RocksDbBackend>,
+    _env: Arc<StateEnv>,
+}
+
+impl JobRocks {
+    fn db(&self) -> &RocksDbBackend {
+        self.db.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for JobRocks {
+    fn drop(&mut self) {
+        // The database and its folder go before the job folder (dropped with `_env`).
+        self.db = None;
+    }
+}
+
+impl StateBackend for JobRocks {
+    fn descriptors(&self) -> &[StateDescriptor] {
+        self.db().descriptors()
+    }
+    fn get(&self, table: TableId, key: &[u8]) -> StateResult<Option<Vec<u8>>> {
+        self.db().get(table, key)
+    }
+    fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> StateResult<()> {
+        self.db.as_mut().expect("open until dropped").put(table, key, value)
+    }
+    fn delete(&mut self, table: TableId, key: &[u8]) -> StateResult<()> {
+        self.db.as_mut().expect("open until dropped").delete(table, key)
+    }
+    fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
+        self.db().range(table, start, end)
+    }
+}
+
+impl From<StateError> for crate::runtime::OperatorError {
+    fn from(e: StateError) -> Self {
+        crate::runtime::OperatorError::new(format!("state: {e}"))
     }
 }
 
@@ -212,37 +171,44 @@ mod tests {
     }
 
     #[test]
-    fn state_kinds() {
-        let mut v: ValueState<i64, u32> = ValueState::default();
-        v.put(b"k", 1, 5);
-        assert_eq!(v.get(b"k", &1), Some(5));
-        assert_eq!(v.get(b"k", &2), None);
-        assert_eq!(v.remove(b"k", &1), Some(5));
-        assert!(v.is_empty());
+    fn key_group_ranges_are_what_each_subtask_owns() {
+        for (max, p) in [(128, 1), (128, 3), (7, 4), (5, 5), (2, 4), (32768, 7)] {
+            let mut next = 0;
+            for i in 0..p {
+                let r = key_group_range(i, max, p);
+                assert_eq!(r.start, next, "max {max}, p {p}, subtask {i}");
+                next = r.end;
+                for kg in r {
+                    assert_eq!(subtask_for_key_group(u32::from(kg), max, p), i);
+                }
+            }
+            assert_eq!(u32::from(next), max);
+        }
+    }
 
-        let mut m: MapState<(), String, u32> = MapState::default();
-        m.put(b"k", (), "a".into(), 1);
-        m.put(b"k", (), "b".into(), 2);
-        assert_eq!(m.get(b"k", &(), &"b".to_string()), Some(2));
-        assert_eq!(m.entries(b"k", &()).len(), 2);
-        m.clear(b"k", &());
-        assert!(m.entries(b"k", &()).is_empty());
-
-        let mut l: ListState<(), i32> = ListState::default();
-        l.add(b"k", (), 1);
-        l.add(b"k", (), 2);
-        assert_eq!(l.get(b"k", &()), vec![1, 2]);
-        l.update(b"k", (), vec![]);
-        assert!(l.get(b"k", &()).is_empty());
-
-        let mut t: Timers<i64> = Timers::default();
-        t.register(10, b"a", 0);
-        t.register(5, b"b", 0);
-        t.register(10, b"a", 0);
-        t.register(20, b"c", 0);
-        assert_eq!(t.len(), 3);
-        let due = t.due(10);
-        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), vec![5, 10]);
-        assert_eq!(t.len(), 1);
+    #[test]
+    fn rocksdb_state_lives_in_a_job_folder_removed_at_the_end() {
+        let base = tempfile::tempdir().unwrap();
+        let config = StateConfig {
+            backend: StateBackendKind::Rocksdb,
+            path: Some(base.path().display().to_string()),
+            memory: Some(crate::spec::values::ByteSize(64 << 20)),
+        };
+        let env = StateEnv::new("my job", Some(&config), 2);
+        assert_eq!(env.per_subtask_memory, 32 << 20);
+        let desc = vec![StateDescriptor::new("acc", backend::StateKind::Value, "bytes")];
+        let mut a = env.open("w", 0, desc.clone()).unwrap();
+        let b = env.open("w", 1, desc).unwrap();
+        a.put(0, b"k", b"v").unwrap();
+        assert_eq!(a.get(0, b"k").unwrap(), Some(b"v".to_vec()));
+        let root = env.root().to_path_buf();
+        assert!(root.join("w-0").is_dir() && root.join("w-1").is_dir());
+        assert!(root.file_name().unwrap().to_str().unwrap().starts_with("sluice-my_job-"));
+        drop(env);
+        drop(a);
+        assert!(root.is_dir(), "still in use by subtask 1");
+        drop(b);
+        assert!(!root.exists());
+        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
     }
 }

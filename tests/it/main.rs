@@ -11,6 +11,7 @@ mod hardening_source;
 mod hardening_spec;
 mod mutation;
 mod schema;
+mod state_backends;
 mod windows;
 
 use std::path::{Path, PathBuf};

@@ -366,6 +366,9 @@ mod tests {
             stop: Default::default(),
             splits: Vec::new(),
             all_splits: Vec::new(),
+            state: crate::state::StateEnv::memory(),
+            key_groups: 0..128,
+            max_parallelism: 128,
         };
         let fields: Vec<_> = cfg
             .schema

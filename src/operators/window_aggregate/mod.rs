@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+mod acc;
 pub mod operator;
 
 use super::{
@@ -219,7 +220,11 @@ impl Transform for WindowAggregate {
     }
 
     fn state(&self) -> StateKind {
-        StateKind::Keyed("window accumulators (map) + event-time timers")
+        StateKind::Keyed("window accumulators + event-time timers")
+    }
+
+    fn states(&self) -> Vec<crate::state::backend::StateDescriptor> {
+        operator::descriptors(&self.window)
     }
 
     fn operator(
