@@ -8,8 +8,9 @@ use std::path::Path;
 use crate::sluice;
 
 /// Source files of 50 rows each (one batch, then a watermark): 6 keys, event time drifting
-/// forward with some rows far behind, so that some are late, some within the allowed lateness,
-/// and sessions both merge and split.
+/// forward with some rows far behind, so that sessions both merge
+/// and split. (Rows that trail by whole files are not late: files are read by lowest
+/// watermark. Late rows and updates within the lateness, on both backends: `windows.rs`.)
 fn write_rows(dir: &Path, bad_last: bool) {
     let mut out = String::new();
     let base = 1_767_225_600_000_i64; // 2026-01-01T00:00:00Z
@@ -93,7 +94,9 @@ fn memory_and_rocksdb_write_the_same_rows() {
     let memory = run(dir.path(), "{ backend: memory }");
     let rocks = run(dir.path(), &format!("{{ backend: rocksdb, path: \"{}\", memory: 32MB }}", state_dir.display()));
     for ((name, m), (_, r)) in memory.iter().zip(&rocks) {
-        assert!(m.len() > 20, "{name}: only {} rows", m.len());
+        if name != "late_out" {
+            assert!(m.len() > 20, "{name}: only {} rows", m.len());
+        }
         assert_eq!(m, r, "{name} differs between backends");
     }
     let all: Vec<serde_json::Value> =
@@ -103,16 +106,6 @@ fn memory_and_rocksdb_write_the_same_rows() {
         "count distinct counts values, not rows"
     );
     assert!(all.iter().any(|v| v["first_tag"] != v["last_tag"]), "min and max of strings");
-    // Allowed lateness: some tumbling windows were emitted again with late rows in them.
-    let tumbling = &memory[0].1;
-    let windows: std::collections::HashSet<String> = tumbling
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{} {}", v["k"], v["window_start"])
-        })
-        .collect();
-    assert!(windows.len() < tumbling.len(), "no window was updated by a row within the lateness");
     // The RocksDB run kept its state under `path` and removed it when it ended.
     let left: Vec<_> =
         std::fs::read_dir(&state_dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
