@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The engine's former inbound queue, kept only as the baseline of `bench/gate.rs`: one FIFO
 //! per subtask shared by every producer, bounded in bytes.
 //!

@@ -114,6 +114,12 @@ impl OperatorError {
         OperatorError { domain: ErrorDomain::External, retryable, ..OperatorError::new(message) }
     }
 
+    /// An outside system's I/O error about `what` (such as "cannot create folder `x`"),
+    /// retryable unless trying again cannot help.
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        OperatorError { message: format!("{what}: {e}"), ..OperatorError::from(e) }
+    }
+
     /// An error about one record (bad data, not retryable).
     pub fn with_record(message: impl Into<String>, record: impl Into<String>) -> Self {
         let mut record: String = record.into();
@@ -176,7 +182,16 @@ impl From<std::io::Error> for OperatorError {
         use std::io::ErrorKind as K;
         let permanent = matches!(
             e.kind(),
-            K::NotFound | K::PermissionDenied | K::InvalidInput | K::InvalidData | K::Unsupported | K::AlreadyExists
+            K::NotFound
+                | K::PermissionDenied
+                | K::InvalidInput
+                | K::InvalidData
+                | K::Unsupported
+                | K::AlreadyExists
+                | K::NotADirectory
+                | K::IsADirectory
+                | K::ReadOnlyFilesystem
+                | K::InvalidFilename
         );
         OperatorError::external(e.to_string(), !permanent)
     }
