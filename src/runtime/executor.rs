@@ -205,10 +205,7 @@ impl<'a> TaskExecutor<'a> {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let first = match self.events_rx.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(_) => None,
-        };
+        let first = self.events_rx.recv_timeout(timeout).ok();
         let events = first.into_iter().chain(std::iter::from_fn(|| self.events_rx.try_recv().ok())).collect::<Vec<_>>();
         for event in events {
             match event {
