@@ -150,15 +150,16 @@ impl InputGate {
             if inner.closed {
                 return Err(Closed);
             }
-            if let Some(channel) = inner.ready.pop_front() {
+            if let Some(&channel) = inner.ready.front() {
                 let inner = &mut *inner;
                 let c = &mut inner.channels[channel as usize];
                 let (message, size) = c.messages.pop_front().expect("a ready channel has messages");
                 c.bytes -= size;
                 if c.messages.is_empty() {
                     c.ready = false;
-                } else {
-                    inner.ready.push_back(channel);
+                    inner.ready.pop_front();
+                } else if inner.ready.len() > 1 {
+                    inner.ready.rotate_left(1);
                 }
                 let wake = std::mem::take(&mut c.sender_waiting);
                 if wake {
