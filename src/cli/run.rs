@@ -4,11 +4,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use sluice::diagnostics::Format;
-use sluice::runtime::controller::{OperatorStats, ProgressFn};
+use sluice::runtime::controller::{CancelRequests, OperatorStats, ProgressFn, cancel_channel};
 use sluice::runtime::{JobOptions, run_job};
 use sluice::spec::values::Redactor;
 use sluice::spec::{self, Options};
@@ -16,14 +14,22 @@ use sluice::testing;
 
 use super::{print_report, spec_files};
 
-/// Raises the returned flag on SIGINT or SIGTERM; a second signal exits at once.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
-    Ok(stop)
+/// Cancels the job (with drain) on SIGINT or SIGTERM; a second signal exits at once.
+fn cancel_on_signals() -> anyhow::Result<CancelRequests> {
+    let (handle, requests) = cancel_channel();
+    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    let mut iter = signal_hook::iterator::Signals::new(signals)?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = false;
+        for _ in iter.forever() {
+            if seen {
+                std::process::exit(130);
+            }
+            seen = true;
+            handle.cancel();
+        }
+    })?;
+    Ok(requests)
 }
 
 fn progress_bar(quiet: bool) -> Option<ProgressFn> {
@@ -90,7 +96,7 @@ pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyh
     drop(err);
     let options = JobOptions {
         capture_sinks: dry_run,
-        stop: stop_flag()?,
+        cancel: Some(cancel_on_signals()?),
         on_progress: progress_bar(quiet),
         ..JobOptions::default()
     };

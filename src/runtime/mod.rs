@@ -1,17 +1,38 @@
-//! The engine on one machine: subtasks, their channels, watermarks and the controller.
+//! The engine on one machine: subtasks, their input gates, watermarks, and the job master and
+//! task executor that run them.
 //!
 //! The physical plan is what runs. Each task (a chain of operators joined by forward edges)
 //! runs as `parallelism` subtasks, each on its own thread; rows travel as Arrow record
-//! batches. A subtask reads one inbound [`channel::Queue`] fed by every upstream subtask;
-//! watermarks, idleness and end-of-stream travel in band, in order with the data. A subtask's
-//! watermark is the minimum over its active input channels; idle channels do not hold it
-//! back, ended channels drop out. The [`controller`] builds the subtasks, watches them
-//! through [`controller::TaskEvent`]s (plain messages that can later cross a process
-//! boundary) and ends the run.
+//! batches. A subtask reads an [`gate::InputGate`] with one bounded queue per upstream
+//! subtask, so a full or blocked channel backpressures only its own producer; watermarks,
+//! idleness and end-of-stream travel in band, in order with the data. A subtask's watermark
+//! is the minimum over its active input channels; idle channels do not hold it back, ended
+//! channels drop out. Every subtask polls a control mailbox between batches.
+//!
+//! Control is by messages only: [`controller::run_job`] turns the plan into serializable
+//! [`descriptor`]s, and the [`master`] (a state machine) and the [`executor`] (which
+//! instantiates descriptors and hosts subtasks) exchange [`messages`], each stamped with the
+//! job generation.
+//!
+//! | file            | what                                                        |
+//! |-----------------|-------------------------------------------------------------|
+//! | `controller.rs` | `run_job`: plan → descriptors → master ⇄ executor           |
+//! | `master.rs`     | the job master state machine                                |
+//! | `executor.rs`   | the task executor: builds and hosts subtasks                |
+//! | `messages.rs`   | master ⇄ executor messages                                  |
+//! | `descriptor.rs` | deployment descriptors                                      |
+//! | `gate.rs`       | input gates (a queue per channel) and control mailboxes     |
+//! | `task.rs`       | one subtask's loop; watermark tracking per channel          |
+//! | `partition.rs`  | sending along an edge: forward, hash, rebalance, broadcast  |
+//! | `expr.rs`       | SQL expressions compiled once, evaluated per batch          |
 
-pub mod channel;
 pub mod controller;
+pub mod descriptor;
+pub mod executor;
 pub mod expr;
+pub mod gate;
+pub mod master;
+pub mod messages;
 pub mod partition;
 pub mod task;
 
@@ -48,8 +69,20 @@ impl Message {
     }
 }
 
+/// What kind of failure an error is, for restart strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorDomain {
+    /// The data is at fault: a retry reads the same record and fails the same way.
+    BadData,
+    /// An outside system (file system, network, remote service) failed.
+    External,
+    /// Sluice itself (a bug, a panic, a job being stopped).
+    Internal,
+}
+
 /// An error inside an operator, with the record at fault when there is one.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}{}", record.as_ref().map(|r| format!(" (record: {r})")).unwrap_or_default())]
 pub struct OperatorError {
     /// What went wrong.
@@ -58,15 +91,36 @@ pub struct OperatorError {
     pub record: Option<String>,
     /// The operator it happened in, once known.
     pub operator: Option<String>,
+    /// What kind of failure it is.
+    pub domain: ErrorDomain,
+    /// Whether running again may succeed (read by restart strategies).
+    pub retryable: bool,
 }
 
 impl OperatorError {
-    /// An error without a record.
+    /// An internal error without a record, not retryable.
     pub fn new(message: impl Into<String>) -> Self {
-        OperatorError { message: message.into(), record: None, operator: None }
+        OperatorError {
+            message: message.into(),
+            record: None,
+            operator: None,
+            domain: ErrorDomain::Internal,
+            retryable: false,
+        }
     }
 
-    /// An error about one record.
+    /// An error of an outside system; `retryable` when trying again may succeed.
+    pub fn external(message: impl Into<String>, retryable: bool) -> Self {
+        OperatorError { domain: ErrorDomain::External, retryable, ..OperatorError::new(message) }
+    }
+
+    /// An outside system's I/O error about `what` (such as "cannot create folder `x`"),
+    /// retryable unless trying again cannot help.
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        OperatorError { message: format!("{what}: {e}"), ..OperatorError::from(e) }
+    }
+
+    /// An error about one record (bad data, not retryable).
     pub fn with_record(message: impl Into<String>, record: impl Into<String>) -> Self {
         let mut record: String = record.into();
         if record.len() > 300 {
@@ -77,25 +131,69 @@ impl OperatorError {
             record.truncate(cut);
             record.push('…');
         }
-        OperatorError { message: message.into(), record: Some(record), operator: None }
+        OperatorError { record: Some(record), domain: ErrorDomain::BadData, ..OperatorError::new(message) }
+    }
+
+    /// The same error in another domain.
+    pub fn in_domain(self, domain: ErrorDomain, retryable: bool) -> Self {
+        OperatorError { domain, retryable, ..self }
     }
 }
 
 impl From<arrow::error::ArrowError> for OperatorError {
     fn from(e: arrow::error::ArrowError) -> Self {
-        OperatorError::new(e.to_string())
+        use arrow::error::ArrowError as A;
+        let domain = match &e {
+            A::CastError(_) | A::ParseError(_) | A::ArithmeticOverflow(_) | A::DivideByZero => ErrorDomain::BadData,
+            A::IoError(..) => ErrorDomain::External,
+            _ => ErrorDomain::Internal,
+        };
+        OperatorError::new(e.to_string()).in_domain(domain, domain == ErrorDomain::External)
     }
 }
 
 impl From<datafusion::error::DataFusionError> for OperatorError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        OperatorError::new(crate::spec::check::clean(&e))
+        use datafusion::error::DataFusionError as D;
+        let domain = match e.find_root() {
+            D::ArrowError(a, _)
+                if matches!(
+                    **a,
+                    arrow::error::ArrowError::CastError(_)
+                        | arrow::error::ArrowError::ParseError(_)
+                        | arrow::error::ArrowError::ArithmeticOverflow(_)
+                        | arrow::error::ArrowError::DivideByZero
+                ) =>
+            {
+                ErrorDomain::BadData
+            }
+            D::Execution(_) => ErrorDomain::BadData,
+            D::IoError(_) => ErrorDomain::External,
+            _ => ErrorDomain::Internal,
+        };
+        OperatorError::new(crate::spec::check::clean(&e)).in_domain(domain, domain == ErrorDomain::External)
     }
 }
 
 impl From<std::io::Error> for OperatorError {
+    /// An outside system's error; retryable unless trying again cannot help (missing file,
+    /// no permission, invalid input).
     fn from(e: std::io::Error) -> Self {
-        OperatorError::new(e.to_string())
+        use std::io::ErrorKind as K;
+        let permanent = matches!(
+            e.kind(),
+            K::NotFound
+                | K::PermissionDenied
+                | K::InvalidInput
+                | K::InvalidData
+                | K::Unsupported
+                | K::AlreadyExists
+                | K::NotADirectory
+                | K::IsADirectory
+                | K::ReadOnlyFilesystem
+                | K::InvalidFilename
+        );
+        OperatorError::external(e.to_string(), !permanent)
     }
 }
 
@@ -194,7 +292,8 @@ pub struct BuildContext {
     pub parallelism: usize,
     /// The operator's counters.
     pub metrics: Arc<OperatorMetrics>,
-    /// Set when the job should stop reading input.
+    /// Raised when this subtask is cancelled (by its mailbox), for a reader that waits
+    /// inside `next` and wants to return early.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// For sources: this subtask's share of the splits (such as files), dealt round-robin.
     pub splits: Vec<String>,

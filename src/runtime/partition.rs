@@ -12,13 +12,13 @@ use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 
-use super::channel::{ChannelId, Closed, Queue};
+use super::gate::{ChannelId, Closed, InputGate};
 use super::{Message, OperatorError};
 use crate::state::key_hash::hash_rows;
 use crate::state::{key_group_of, subtask_for_key_group};
 
 /// How an edge picks a downstream subtask.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Partitioner {
     /// To the subtask with the same index.
     Forward,
@@ -37,17 +37,18 @@ pub enum Partitioner {
     Broadcast,
 }
 
-/// One downstream queue and the channel id this sender has there.
+/// One downstream subtask's input gate and this sender's channel there.
 #[derive(Clone)]
 pub struct Target {
-    /// The downstream subtask's queue.
-    pub queue: Arc<Queue>,
-    /// This producer's channel id at that queue.
+    /// The downstream subtask's gate.
+    pub gate: Arc<InputGate>,
+    /// This producer's channel at that gate.
     pub channel: ChannelId,
 }
 
-/// The sending end of one edge in one producer subtask.
-pub struct RemoteEdge {
+/// The sending end of one edge in one producer subtask (in process: it writes straight into
+/// the consumers' gates).
+pub struct EdgeSender {
     /// How rows are distributed.
     pub partitioner: Partitioner,
     /// One target per downstream subtask, in subtask order.
@@ -61,15 +62,15 @@ fn closed(_: Closed) -> OperatorError {
     OperatorError::new("the job is stopping")
 }
 
-impl RemoteEdge {
+impl EdgeSender {
     /// A sender for producer subtask `subtask`.
     pub fn new(partitioner: Partitioner, targets: Vec<Target>, subtask: usize) -> Self {
-        RemoteEdge { partitioner, targets, subtask, next: subtask }
+        EdgeSender { partitioner, targets, subtask, next: subtask }
     }
 
     fn send_to(&self, i: usize, m: Message) -> Result<(), OperatorError> {
         let t = &self.targets[i];
-        t.queue.send(t.channel, m).map_err(closed)
+        t.gate.send(t.channel, m).map_err(closed)
     }
 
     /// Sends rows.

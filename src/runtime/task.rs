@@ -1,7 +1,8 @@
-//! One subtask: a chain of operators on one thread, fed by a source reader or by its inbound
-//! queue, sending what its last operator produces along the outgoing edges.
+//! One subtask: a chain of operators on one thread, fed by a source reader or by its input
+//! gate, sending what its last operator produces along the outgoing edges. Between batches it
+//! reads its control mailbox.
 //!
-//! Watermarks: a queue-fed subtask keeps the last watermark of every inbound channel; its
+//! Watermarks: a gate-fed subtask keeps the last watermark of every inbound channel; its
 //! own watermark is the minimum over channels that are neither idle nor ended, and it is
 //! passed down the chain (each operator's `on_watermark` first) only when it advances. A
 //! source subtask generates watermarks from its event-time column: the largest event time
@@ -11,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, TimestampMillisecondArray};
@@ -19,8 +19,8 @@ use arrow::compute::kernels::aggregate::max;
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::channel::Queue;
-use super::partition::RemoteEdge;
+use super::gate::{Control, InputGate, Mailbox};
+use super::partition::EdgeSender;
 use super::{MAX_WATERMARK, Message, Operator, OperatorError, OperatorMetrics, Output, SourceEvent, SourceReader};
 
 /// One operator of a chain with where its outputs go when they leave the chain.
@@ -29,16 +29,16 @@ pub struct Node {
     pub id: String,
     /// The operator.
     pub op: Box<dyn Operator>,
-    /// Per output (0 main, then side outputs): the remote edges it feeds. A node followed by
+    /// Per output (0 main, then side outputs): the edges it feeds. A node followed by
     /// another in the chain sends its main output there instead.
-    pub outputs: Vec<Vec<RemoteEdge>>,
+    pub outputs: Vec<Vec<EdgeSender>>,
     /// Counters.
     pub metrics: Arc<OperatorMetrics>,
 }
 
 struct NodeOutput<'a> {
     rest: &'a mut [Node],
-    outputs: &'a mut Vec<Vec<RemoteEdge>>,
+    outputs: &'a mut Vec<Vec<EdgeSender>>,
     metrics: &'a OperatorMetrics,
 }
 
@@ -167,12 +167,43 @@ pub fn max_event_time(batch: &RecordBatch, column: usize) -> Option<i64> {
     }
 }
 
-/// Runs a source subtask: reads until the input ends or `stop` is set.
+/// What the mailbox asks of a subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mail {
+    Continue,
+    /// Cancel with drain: sources end their input.
+    Drain,
+    /// Cancel without drain.
+    Abort,
+}
+
+/// Reads every pending control message. Checkpoint triggers are acknowledged through `ack`
+/// and otherwise ignored, as are completion notices, until checkpoints exist.
+fn read_mail(mailbox: &Mailbox, ack: &mut dyn FnMut(u64)) -> Mail {
+    let mut mail = Mail::Continue;
+    while let Some(c) = mailbox.poll() {
+        match c {
+            Control::TriggerCheckpoint(id) => ack(id),
+            Control::CheckpointComplete(_) => {}
+            Control::Cancel { drain: true } => mail = Mail::Drain,
+            Control::Cancel { drain: false } => return Mail::Abort,
+        }
+    }
+    mail
+}
+
+fn cancelled(nodes: &[Node]) -> TaskFailure {
+    fail(&nodes[0], OperatorError::new("the job is stopping"))
+}
+
+/// Runs a source subtask: reads until the input ends or a cancel arrives in `mailbox`
+/// (`ack` acknowledges checkpoint triggers).
 pub fn run_source(
     mut reader: Box<dyn SourceReader>,
     nodes: &mut [Node],
     wm_gen: Option<WatermarkGen>,
-    stop: &std::sync::atomic::AtomicBool,
+    mailbox: &Mailbox,
+    ack: &mut dyn FnMut(u64),
 ) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
     let mut last_data = Instant::now();
@@ -180,8 +211,10 @@ pub fn run_source(
     let mut is_idle = false;
     let explicit = reader.explicit_watermarks();
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return end(nodes);
+        match read_mail(mailbox, ack) {
+            Mail::Continue => {}
+            Mail::Drain => return end(nodes),
+            Mail::Abort => return Err(cancelled(nodes)),
         }
         let event = reader.next().map_err(|e| fail(&nodes[0], e))?;
         match event {
@@ -235,7 +268,7 @@ pub fn run_source(
     }
 }
 
-/// What a queue-fed subtask knows of one inbound channel.
+/// What a gate-fed subtask knows of one inbound channel.
 #[derive(Debug, Clone, Copy)]
 struct ChannelState {
     watermark: i64,
@@ -245,7 +278,7 @@ struct ChannelState {
     ended: bool,
 }
 
-/// The watermarks of a queue-fed subtask's inbound channels and their combined minimum, kept
+/// The watermarks of a gate-fed subtask's inbound channels and their combined minimum, kept
 /// up to date message by message: a message costs O(log distinct watermarks), not a rescan
 /// of every channel (with p upstream subtasks each sending to p downstream ones, a rescan
 /// per message made control traffic cost p³).
@@ -372,23 +405,37 @@ impl InputWatermarks {
     }
 }
 
-/// Runs a subtask fed by `queue` until every channel has ended.
-pub fn run_queue(queue: &Queue, channels: &mut InputWatermarks, nodes: &mut [Node]) -> Result<(), TaskFailure> {
+/// Runs a subtask fed by `gate` until every channel has ended (or a cancel without drain
+/// arrives in `mailbox`; with drain, the subtask goes on until its inputs end).
+pub fn run_gate(
+    gate: &InputGate,
+    mailbox: &Mailbox,
+    ack: &mut dyn FnMut(u64),
+    channels: &mut InputWatermarks,
+    nodes: &mut [Node],
+) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
     // Whether this subtask's consumers take it for idle: it said so (all its inputs are) and
     // has sent neither rows nor a watermark since.
     let mut idle_sent = false;
+    let mut last_tick = Instant::now();
     if channels.is_empty() {
         return end(nodes);
     }
     loop {
-        let (from, message) = match queue.recv_timeout(TICK) {
+        if read_mail(mailbox, ack) == Mail::Abort {
+            return Err(cancelled(nodes));
+        }
+        let (from, message) = match gate.recv_timeout(TICK.saturating_sub(last_tick.elapsed())) {
             Ok(Some(m)) => m,
             Ok(None) => {
-                tick(nodes)?;
+                if last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    tick(nodes)?;
+                }
                 continue;
             }
-            Err(_) => return Err(fail(&nodes[0], OperatorError::new("the job is stopping"))),
+            Err(_) => return Err(cancelled(nodes)),
         };
         match message {
             Message::Batch(batch) => {
@@ -423,7 +470,7 @@ mod tests {
     use super::*;
     use crate::runtime::partition::{Partitioner, Target};
     use proptest::prelude::*;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn combined_watermark_ignores_idle_and_ended_channels() {
@@ -517,8 +564,8 @@ mod tests {
     #[test]
     fn a_watermark_is_forwarded_only_when_the_minimum_advances() {
         let channels = 64;
-        let inbound = Queue::new(1 << 20);
-        let downstream = Queue::new(1 << 20);
+        let inbound = InputGate::new(channels, 1 << 20);
+        let downstream = InputGate::new(1, 1 << 20);
         // Every channel sends watermarks 1..=5, some twice and some going back; then all go
         // idle (twice), then each sends the final watermark and ends.
         for w in 1..=5 {
@@ -540,7 +587,7 @@ mod tests {
             inbound.send(c, Message::End).unwrap();
         }
         let seen = Arc::new(AtomicU64::new(0));
-        let edge = RemoteEdge::new(Partitioner::Forward, vec![Target { queue: downstream.clone(), channel: 0 }], 0);
+        let edge = EdgeSender::new(Partitioner::Forward, vec![Target { gate: downstream.clone(), channel: 0 }], 0);
         let mut nodes = vec![Node {
             id: "w".into(),
             op: Box::new(CountWatermarks(seen.clone())),
@@ -548,7 +595,8 @@ mod tests {
             metrics: Arc::new(OperatorMetrics::default()),
         }];
         let mut inputs = InputWatermarks::new(vec![0; channels]);
-        run_queue(&inbound, &mut inputs, &mut nodes).unwrap();
+        let mailbox = Mailbox::new(Some(inbound.clone()), Default::default());
+        run_gate(&inbound, &mailbox, &mut |_| {}, &mut inputs, &mut nodes).unwrap();
         let mut sent = Vec::new();
         while let Ok(Some((_, m))) = downstream.recv_timeout(Duration::ZERO) {
             sent.push(match m {

@@ -162,7 +162,28 @@ fn dry_run_prints_what_sinks_would_receive() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("── sink `converted` would receive 10000 rows"), "{text}");
     assert!(text.contains("── sink `show` would receive"), "{text}");
-    assert!(!root().join(".sluice/currency-dry-run-check").exists());
+}
+
+#[test]
+fn dry_run_writes_nothing_where_a_real_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let spec = write(
+        dir.path(),
+        "files.yaml",
+        &format!(
+            "version: 1\nname: files\nsources:\n  g: {{ connector: datagen, count: 100, schema: {{ x: bigint }} }}\nsinks:\n  out: {{ connector: file, input: g, path: \"{}\", format: jsonl }}\n",
+            out.display()
+        ),
+    );
+    let dry = sluice(&["run", "--dry-run", "--quiet", &spec]);
+    assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("── sink `out` would receive 100 rows"));
+    assert!(!out.exists(), "a dry run creates no sink folder");
+    // The same spec run for real creates it, so the check above can fail.
+    let real = sluice(&["run", "--quiet", &spec]);
+    assert_eq!(real.status.code(), Some(0), "{}", String::from_utf8_lossy(&real.stderr));
+    assert!(out.is_dir());
 }
 
 #[test]
@@ -374,6 +395,7 @@ fn a_sink_that_cannot_open_stops_the_job_at_once() {
 
 #[test]
 fn extreme_event_times_do_not_break_windows() {
+    use arrow::array::{Array, Int64Array};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("x.jsonl");
     std::fs::write(
@@ -386,24 +408,34 @@ fn extreme_event_times_do_not_break_windows() {
         ),
     )
     .unwrap();
-    for window in
-        ["{ type: tumbling, size: 1h }", "{ type: hopping, size: 1h, slide: 10m }", "{ type: session, gap: 1h }"]
-    {
-        let spec = write(
-            dir.path(),
-            "x.yaml",
-            &format!(
-                "version: 1\nname: x\nsources:\n  f: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ k: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\ntransforms:\n  w: {{ type: window_aggregate, input: f, key: [k], window: {window}, allowed_lateness: 1d, aggregates: {{ n: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: blackhole, input: w }}\n",
-                data.display()
-            ),
+    // Every record is counted in each window it belongs to: one tumbling window, six hopping
+    // ones (1h every 10m), one session.
+    for (window, expected) in [
+        ("{ type: tumbling, size: 1h }", 3),
+        ("{ type: hopping, size: 1h, slide: 10m }", 18),
+        ("{ type: session, gap: 1h }", 3),
+    ] {
+        let spec = format!(
+            "version: 1\nname: x\nsources:\n  f: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ k: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\ntransforms:\n  w: {{ type: window_aggregate, input: f, key: [k], window: {window}, allowed_lateness: 1d, aggregates: {{ n: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: blackhole, input: w }}\n",
+            data.display()
         );
-        let out = sluice(&["run", "--quiet", &spec]);
-        assert_eq!(out.status.code(), Some(0), "{window}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains("panic"),
-            "{window}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let report = sluice::spec::validate_text(
+            Path::new("x.yaml"),
+            &spec,
+            sluice::spec::loader::Syntax::Yaml,
+            &sluice::spec::Options::default(),
         );
+        let v = report.validated.expect("valid spec");
+        let options = sluice::runtime::JobOptions { capture_sinks: true, ..Default::default() };
+        let result = sluice::runtime::run_job(&v, options).unwrap_or_else(|e| panic!("{window}: {e}"));
+        let counted: i64 = result.captured["out"]
+            .iter()
+            .map(|b| {
+                let n = b.column_by_name("n").expect("n").as_any().downcast_ref::<Int64Array>().expect("count");
+                n.iter().flatten().sum::<i64>()
+            })
+            .sum();
+        assert_eq!(counted, expected, "{window}");
     }
 }
 

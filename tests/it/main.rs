@@ -4,6 +4,7 @@ mod ci_script;
 mod cli;
 mod corpus;
 mod engine;
+mod engine_core;
 mod examples;
 mod hardening_engine;
 mod hardening_runtime;

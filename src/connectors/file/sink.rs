@@ -129,7 +129,7 @@ impl FileWriter {
             )));
         }
         std::fs::create_dir_all(&dir)
-            .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", cfg.path.0)))?;
+            .map_err(|e| OperatorError::io(format_args!("cannot create folder `{}`", cfg.path.0), e))?;
         let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
         Ok(FileWriter {
             dir: PathBuf::from(dir),
@@ -152,7 +152,7 @@ impl FileWriter {
             }
             let dir = if bucket.is_empty() { self.dir.clone() } else { self.dir.join(bucket) };
             std::fs::create_dir_all(&dir)
-                .map_err(|e| OperatorError::new(format!("cannot create folder `{}`: {e}", dir.display())))?;
+                .map_err(|e| OperatorError::io(format_args!("cannot create folder `{}`", dir.display()), e))?;
             let ext = self.format.name();
             // Skip names taken, whether finished or in progress.
             let (file, tmp, path) = loop {
@@ -166,7 +166,7 @@ impl FileWriter {
                 match OpenOptions::new().write(true).create_new(true).open(&tmp) {
                     Ok(file) => break (file, tmp, path),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(OperatorError::new(format!("cannot create `{}`: {e}", tmp.display()))),
+                    Err(e) => return Err(OperatorError::io(format_args!("cannot create `{}`", tmp.display()), e)),
                 }
             };
             let bytes = Arc::new(AtomicU64::new(0));

@@ -1,4 +1,6 @@
-//! The inbound queue of a subtask: many producers, one consumer, bounded in bytes.
+#![allow(dead_code)]
+//! The engine's former inbound queue, kept only as the baseline of `bench/gate.rs`: one FIFO
+//! per subtask shared by every producer, bounded in bytes.
 //!
 //! Capacity is backpressure: a producer whose message does not fit waits until the consumer
 //! has taken enough, so a slow sink slows every operator before it down to the sources, and
@@ -14,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::Message;
+use sluice::runtime::Message;
 
 /// Index of the producer channel a message came through, as the consumer numbers them.
 pub type ChannelId = usize;
@@ -144,75 +146,5 @@ impl Queue {
     /// Threads this queue has woken so far.
     pub fn wakeups(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).wakeups
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::Int64Array;
-    use arrow::record_batch::RecordBatch;
-    use std::time::Duration;
-
-    fn batch(n: i64) -> Message {
-        let a = Int64Array::from_iter_values(0..n);
-        Message::Batch(RecordBatch::try_from_iter([("x", Arc::new(a) as _)]).unwrap())
-    }
-
-    #[test]
-    fn full_queue_blocks_the_producer_until_the_consumer_takes() {
-        let q = Queue::new(10_000);
-        q.send(0, batch(1000)).unwrap(); // 8000 bytes
-        let q2 = q.clone();
-        let producer = std::thread::spawn(move || q2.send(0, batch(1000)));
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!producer.is_finished(), "second batch must wait for room");
-        assert!(q.queued_bytes() <= 10_000);
-        q.recv().unwrap();
-        producer.join().unwrap().unwrap();
-        assert!(matches!(q.recv().unwrap().1, Message::Batch(_)));
-    }
-
-    #[test]
-    fn close_wakes_blocked_senders_and_receivers() {
-        let q = Queue::new(1);
-        q.send(0, batch(10)).unwrap();
-        let q2 = q.clone();
-        let producer = std::thread::spawn(move || q2.send(0, batch(10)));
-        std::thread::sleep(Duration::from_millis(20));
-        q.close();
-        assert_eq!(producer.join().unwrap(), Err(Closed));
-        assert_eq!(q.recv().map(|_| ()), Err(Closed));
-    }
-
-    #[test]
-    fn order_per_producer_is_kept() {
-        let q = Queue::new(1 << 20);
-        for i in 0..5 {
-            q.send(1, Message::Watermark(i)).unwrap();
-        }
-        for i in 0..5 {
-            assert!(matches!(q.recv().unwrap(), (1, Message::Watermark(w)) if w == i));
-        }
-    }
-
-    #[test]
-    fn senders_wake_the_consumer_only_when_it_waits() {
-        let q = Queue::new(1 << 20);
-        for i in 0..100 {
-            q.send(i, Message::Watermark(i as i64)).unwrap();
-        }
-        for _ in 0..100 {
-            q.recv().unwrap();
-        }
-        assert_eq!(q.wakeups(), 0, "nobody was waiting");
-        let q2 = q.clone();
-        let consumer = std::thread::spawn(move || q2.recv().map(|(c, _)| c));
-        while !consumer.is_finished() && !q.inner.lock().unwrap().receiver_waiting {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        q.send(7, Message::End).unwrap();
-        assert_eq!(consumer.join().unwrap(), Ok(7));
-        assert_eq!(q.wakeups(), 1);
     }
 }

@@ -1,0 +1,175 @@
+//! Deployment descriptors: everything a task executor needs to instantiate one subtask, as
+//! plain serializable data (operator ids, channel addresses, partitioners), so a job master
+//! can ship them to an executor in another process.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::OperatorError;
+use super::controller::JobError;
+use super::partition::Partitioner;
+use crate::plan::{self, Partitioning, PhysicalPlan};
+use crate::spec::Validated;
+
+/// One subtask of the job: task id (from the physical plan) and subtask index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubtaskId {
+    /// Task id.
+    pub task: usize,
+    /// Subtask index.
+    pub subtask: usize,
+}
+
+/// Where a producer sends: a consumer subtask and the channel of its input gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAddress {
+    /// The consuming subtask.
+    pub consumer: SubtaskId,
+    /// The channel at its gate.
+    pub channel: usize,
+}
+
+/// One input channel of a subtask's gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputChannel {
+    /// The producing operator.
+    pub operator: String,
+    /// The producing subtask.
+    pub producer: SubtaskId,
+    /// Which input of the head operator it feeds.
+    pub input: usize,
+}
+
+/// One outgoing edge of the chain's tail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputEdge {
+    /// The consuming operator.
+    pub to: String,
+    /// How rows pick a consumer.
+    pub partitioner: Partitioner,
+    /// One address per consumer subtask, in subtask order.
+    pub consumers: Vec<ChannelAddress>,
+}
+
+/// Everything an executor needs to run one subtask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentDescriptor {
+    /// Which subtask.
+    pub id: SubtaskId,
+    /// Subtasks of this task.
+    pub parallelism: usize,
+    /// Operator ids of the chain, head first.
+    pub chain: Vec<String>,
+    /// The input gate's channels, by channel id (empty for a source).
+    pub inputs: Vec<InputChannel>,
+    /// Per output of the tail (0 main, then side outputs in order): its stream name and edges.
+    pub outputs: Vec<(String, Vec<OutputEdge>)>,
+    /// For a source head: this subtask's share of the splits.
+    pub splits: Vec<String>,
+    /// For a source head: every split, so a subtask knows what others own.
+    pub all_splits: Vec<String>,
+}
+
+/// Which input of operator `to` the stream `stream` feeds.
+fn input_index(v: &Validated, to: &str, stream: &str) -> usize {
+    v.pipeline.transforms.get(to).and_then(|t| t.get().inputs().iter().position(|(n, _)| *n == stream)).unwrap_or(0)
+}
+
+/// The partitioner of edge `e`; a hash key that is not a column of the stream is an error.
+fn partitioner(v: &Validated, e: &plan::Edge) -> Result<Partitioner, JobError> {
+    Ok(match &e.partitioning {
+        Partitioning::Forward => Partitioner::Forward,
+        Partitioning::Rebalance => Partitioner::Rebalance,
+        Partitioning::Global => Partitioner::Global,
+        Partitioning::Broadcast => Partitioner::Broadcast,
+        Partitioning::Hash { key } => {
+            let schema = &v.streams[&e.stream].schema.schema;
+            let columns = key
+                .iter()
+                .map(|k| {
+                    schema.index_of(k).map_err(|_| JobError {
+                        operator: e.to.clone(),
+                        subtask: 0,
+                        error: OperatorError::new(format!(
+                            "cannot partition stream `{}` by `{k}`: it has no such column",
+                            e.stream
+                        )),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Partitioner::Hash { columns, max_parallelism: v.pipeline.key_groups() }
+        }
+    })
+}
+
+/// One descriptor per subtask of `plan`, in task order; `splits` holds each source's splits.
+pub fn build(
+    v: &Validated,
+    plan: &PhysicalPlan,
+    splits: &HashMap<String, Vec<String>>,
+) -> Result<Vec<DeploymentDescriptor>, JobError> {
+    let task_of: HashMap<&str, usize> = plan.operators.iter().map(|o| (o.id.as_str(), o.task)).collect();
+    let par: HashMap<&str, usize> = plan.operators.iter().map(|o| (o.id.as_str(), o.parallelism as usize)).collect();
+    let task_par: HashMap<usize, usize> = plan.tasks.iter().map(|t| (t.id, t.parallelism as usize)).collect();
+
+    // Channels per consumer subtask, and per (edge, producer subtask) the consumer addresses.
+    let mut inputs: HashMap<SubtaskId, Vec<InputChannel>> = HashMap::new();
+    let mut edges: HashMap<(usize, usize), OutputEdge> = HashMap::new();
+    for (ei, e) in plan.edges.iter().enumerate().filter(|(_, e)| !e.chained) {
+        let partitioner = partitioner(v, e)?;
+        let input = input_index(v, &e.to, &e.stream);
+        let (from_task, to_task) = (task_of[e.from.as_str()], task_of[e.to.as_str()]);
+        for u in 0..par[e.from.as_str()] {
+            let producer = SubtaskId { task: from_task, subtask: u };
+            let mut consumers = Vec::new();
+            for s in 0..par[e.to.as_str()] {
+                let consumer = SubtaskId { task: to_task, subtask: s };
+                let chans = inputs.entry(consumer).or_default();
+                consumers.push(ChannelAddress { consumer, channel: chans.len() });
+                chans.push(InputChannel { operator: e.from.clone(), producer, input });
+            }
+            edges.insert((ei, u), OutputEdge { to: e.to.clone(), partitioner: partitioner.clone(), consumers });
+        }
+    }
+
+    let mut out = Vec::new();
+    for t in &plan.tasks {
+        let tail = t.operators.last().expect("a task has operators");
+        let head = &t.operators[0];
+        let mut streams = vec![tail.clone()];
+        if let Some(src) = v.pipeline.sources.get(tail) {
+            streams.extend(src.get().dead_letter().map(str::to_string));
+        } else if let Some(tr) = v.pipeline.transforms.get(tail) {
+            streams.extend(tr.get().side_outputs().iter().map(|(n, _)| n.to_string()));
+        }
+        let parallelism = task_par[&t.id];
+        for s in 0..parallelism {
+            let id = SubtaskId { task: t.id, subtask: s };
+            let outputs = streams
+                .iter()
+                .map(|stream| {
+                    let list = plan
+                        .edges
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| !e.chained && &e.from == tail && &e.stream == stream)
+                        .map(|(ei, _)| edges[&(ei, s)].clone())
+                        .collect();
+                    (stream.clone(), list)
+                })
+                .collect();
+            let all_splits = splits.get(head).cloned().unwrap_or_default();
+            out.push(DeploymentDescriptor {
+                id,
+                parallelism,
+                chain: t.operators.clone(),
+                inputs: inputs.remove(&id).unwrap_or_default(),
+                outputs,
+                splits: all_splits.iter().skip(s).step_by(parallelism).cloned().collect(),
+                all_splits,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,443 @@
+//! The task executor: instantiates deployment descriptors into running subtasks (one thread
+//! each) and hosts them. It hears from the job master only through [`ToExecutor`] messages and
+//! answers only with [`ToMaster`] messages; its subtasks it reaches through their mailboxes
+//! and input gates, which live in this process.
+//!
+//! A subtask's thread reports to the executor when it ends (a panic is a failure like any
+//! other); the executor turns that into `Finished` or `Failed`, each preceded by a `Metrics`
+//! report, so the master's last counters are final. Cancel without drain also closes every
+//! gate, which wakes senders and receivers blocked on a full or empty channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use indexmap::IndexMap;
+
+use super::descriptor::{DeploymentDescriptor, SubtaskId};
+use super::gate::{Control, InputGate, Mailbox};
+use super::messages::{OperatorCounters, ToExecutor, ToMaster};
+use super::partition::{EdgeSender, Target};
+use super::task::{InputWatermarks, Node, TaskFailure, WatermarkGen, run_gate, run_source};
+use super::{BuildContext, Operator, OperatorError, OperatorMetrics, Output, SourceEvent, SourceReader};
+use crate::spec::Validated;
+
+/// Rows and watermarks given to a source instead of its connector (for `sluice test`).
+#[derive(Debug, Clone)]
+pub enum TestInput {
+    /// Rows.
+    Rows(RecordBatch),
+    /// A watermark, ms since the epoch.
+    Watermark(i64),
+}
+
+/// How an executor builds its subtasks.
+#[derive(Default)]
+pub struct ExecutorOptions {
+    /// Bytes each subtask's input gate may hold.
+    pub channel_capacity: usize,
+    /// Replace every sink by a capture returned by [`TaskExecutor::shutdown`].
+    pub capture_sinks: bool,
+    /// Replace these sources by the given rows (read by subtask 0, in order).
+    pub test_inputs: Option<HashMap<String, Vec<TestInput>>>,
+}
+
+/// How often the executor reports counters.
+const METRICS_EVERY: Duration = Duration::from_millis(200);
+
+struct Passthrough;
+
+impl Operator for Passthrough {
+    fn process(&mut self, _: usize, batch: RecordBatch, out: &mut dyn Output) -> Result<(), OperatorError> {
+        out.emit(batch)
+    }
+}
+
+struct Capture(Arc<Mutex<Vec<RecordBatch>>>);
+
+impl Operator for Capture {
+    fn process(&mut self, _: usize, batch: RecordBatch, _: &mut dyn Output) -> Result<(), OperatorError> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(batch);
+        Ok(())
+    }
+}
+
+struct TestReader {
+    events: std::vec::IntoIter<TestInput>,
+}
+
+impl SourceReader for TestReader {
+    fn next(&mut self) -> Result<SourceEvent, OperatorError> {
+        Ok(match self.events.next() {
+            Some(TestInput::Rows(b)) => SourceEvent::Batch(b),
+            Some(TestInput::Watermark(w)) => SourceEvent::Watermark(w),
+            None => SourceEvent::End,
+        })
+    }
+
+    fn explicit_watermarks(&self) -> bool {
+        true
+    }
+}
+
+/// What a subtask's thread tells its executor.
+enum SubtaskEvent {
+    Ended(SubtaskId, Result<(), TaskFailure>),
+    Acknowledged(SubtaskId, u64),
+}
+
+/// A subtask built and ready to start.
+struct Built {
+    id: SubtaskId,
+    nodes: Vec<Node>,
+    reader: Option<(Box<dyn SourceReader>, Option<WatermarkGen>)>,
+    channels: InputWatermarks,
+    /// The flag readers see as [`BuildContext::stop`], raised by the mailbox on cancel.
+    stop: Arc<AtomicBool>,
+}
+
+/// A hosted subtask's control handles.
+struct Hosted {
+    mailbox: Arc<Mailbox>,
+    gate: Option<Arc<InputGate>>,
+}
+
+/// Hosts the subtasks of one job in this process.
+pub struct TaskExecutor<'a> {
+    v: &'a Validated,
+    options: ExecutorOptions,
+    generation: Option<u64>,
+    metrics: IndexMap<String, Arc<OperatorMetrics>>,
+    captured: IndexMap<String, Arc<Mutex<Vec<RecordBatch>>>>,
+    hosted: Vec<Hosted>,
+    threads: Vec<JoinHandle<()>>,
+    events_tx: mpsc::Sender<SubtaskEvent>,
+    events_rx: mpsc::Receiver<SubtaskEvent>,
+    last_metrics: Instant,
+    /// Where keyed state goes, set up at deployment.
+    state: Arc<crate::state::StateEnv>,
+}
+
+impl<'a> TaskExecutor<'a> {
+    /// An executor for the operators of `v`.
+    pub fn new(v: &'a Validated, options: ExecutorOptions) -> Self {
+        let (events_tx, events_rx) = mpsc::channel();
+        TaskExecutor {
+            v,
+            options,
+            generation: None,
+            metrics: IndexMap::new(),
+            captured: IndexMap::new(),
+            hosted: Vec::new(),
+            threads: Vec::new(),
+            events_tx,
+            events_rx,
+            last_metrics: Instant::now(),
+            state: crate::state::StateEnv::memory(),
+        }
+    }
+
+    /// Handles a message from the master; returns the replies.
+    pub fn handle(&mut self, message: ToExecutor) -> Vec<ToMaster> {
+        let generation = message.generation();
+        match message {
+            ToExecutor::Deploy { subtasks, .. } => {
+                if self.generation.is_some() {
+                    return Vec::new();
+                }
+                self.generation = Some(generation);
+                let p = &self.v.pipeline;
+                let stateful = subtasks
+                    .iter()
+                    .filter(|d| {
+                        d.chain.iter().any(|id| p.transforms.get(id).is_some_and(|t| !t.get().states().is_empty()))
+                    })
+                    .count();
+                self.state = crate::state::StateEnv::new(&p.name, p.state.as_ref(), stateful);
+                self.deploy(generation, subtasks)
+            }
+            _ if self.generation != Some(generation) => Vec::new(),
+            ToExecutor::TriggerCheckpoint { checkpoint, .. } => {
+                self.post(Control::TriggerCheckpoint(checkpoint));
+                Vec::new()
+            }
+            ToExecutor::NotifyCheckpointComplete { checkpoint, .. } => {
+                self.post(Control::CheckpointComplete(checkpoint));
+                Vec::new()
+            }
+            ToExecutor::Cancel { drain, .. } => {
+                self.post(Control::Cancel { drain });
+                if !drain {
+                    for h in &self.hosted {
+                        if let Some(g) = &h.gate {
+                            g.close();
+                        }
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn post(&self, control: Control) {
+        for h in &self.hosted {
+            h.mailbox.post(control.clone());
+        }
+    }
+
+    fn counters(&self, generation: u64) -> ToMaster {
+        let operators = self
+            .metrics
+            .iter()
+            .map(|(id, m)| {
+                (
+                    id.clone(),
+                    OperatorCounters {
+                        rows_in: OperatorMetrics::get(&m.rows_in),
+                        rows_out: OperatorMetrics::get(&m.rows_out),
+                        bytes_read: OperatorMetrics::get(&m.bytes_read),
+                        bytes_total: OperatorMetrics::get(&m.bytes_total),
+                        bad_records: OperatorMetrics::get(&m.bad_records),
+                        late_dropped: OperatorMetrics::get(&m.late_dropped),
+                    },
+                )
+            })
+            .collect();
+        ToMaster::Metrics { generation, operators }
+    }
+
+    /// Waits up to `timeout` for news from the subtasks; returns the reports to send.
+    pub fn poll(&mut self, timeout: Duration) -> Vec<ToMaster> {
+        let Some(generation) = self.generation else {
+            std::thread::sleep(timeout);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let first = self.events_rx.recv_timeout(timeout).ok();
+        let events = first.into_iter().chain(std::iter::from_fn(|| self.events_rx.try_recv().ok())).collect::<Vec<_>>();
+        for event in events {
+            match event {
+                SubtaskEvent::Acknowledged(subtask, checkpoint) => {
+                    out.push(ToMaster::CheckpointAcknowledged { generation, subtask, checkpoint });
+                }
+                SubtaskEvent::Ended(subtask, result) => {
+                    out.push(self.counters(generation));
+                    self.last_metrics = Instant::now();
+                    out.push(match result {
+                        Ok(()) => ToMaster::Finished { generation, subtask },
+                        Err(f) => {
+                            let mut error = f.error;
+                            error.operator = Some(f.operator);
+                            ToMaster::Failed { generation, subtask, error }
+                        }
+                    });
+                }
+            }
+        }
+        if self.last_metrics.elapsed() >= METRICS_EVERY {
+            self.last_metrics = Instant::now();
+            out.push(self.counters(generation));
+        }
+        out
+    }
+
+    /// Waits for every subtask's thread to end; returns the captured rows per sink.
+    pub fn shutdown(mut self) -> IndexMap<String, Vec<RecordBatch>> {
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        std::mem::take(&mut self.captured)
+            .into_iter()
+            .map(|(k, v)| (k, std::mem::take(&mut *v.lock().unwrap_or_else(|e| e.into_inner()))))
+            .collect()
+    }
+
+    /// Builds every subtask before starting any, so a build error leaves nothing running.
+    fn deploy(&mut self, generation: u64, subtasks: Vec<DeploymentDescriptor>) -> Vec<ToMaster> {
+        let p = &self.v.pipeline;
+        for d in &subtasks {
+            for id in &d.chain {
+                self.metrics.entry(id.clone()).or_default();
+            }
+        }
+        let gates: HashMap<SubtaskId, Arc<InputGate>> = subtasks
+            .iter()
+            .filter(|d| !p.sources.contains_key(&d.chain[0]))
+            .map(|d| (d.id, InputGate::new(d.inputs.len(), self.options.channel_capacity)))
+            .collect();
+        let mut built = Vec::new();
+        for d in subtasks {
+            match self.build(&d, &gates) {
+                Ok(b) => built.push(b),
+                Err((operator, mut error)) => {
+                    error.operator = Some(operator);
+                    return vec![ToMaster::DeployFailed { generation, subtask: d.id, error }];
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for b in built {
+            let id = b.id;
+            let gate = gates.get(&id).cloned();
+            let mailbox = Arc::new(Mailbox::new(gate.clone(), b.stop.clone()));
+            self.hosted.push(Hosted { mailbox: mailbox.clone(), gate: gate.clone() });
+            match self.start(b, gate, mailbox) {
+                Ok(handle) => {
+                    self.threads.push(handle);
+                    out.push(ToMaster::Running { generation, subtask: id });
+                }
+                Err(error) => {
+                    // Stop what already started before reporting.
+                    self.handle(ToExecutor::Cancel { generation, drain: false });
+                    for t in self.threads.drain(..) {
+                        let _ = t.join();
+                    }
+                    while self.events_rx.try_recv().is_ok() {}
+                    return vec![ToMaster::DeployFailed { generation, subtask: id, error }];
+                }
+            }
+        }
+        out
+    }
+
+    fn start(
+        &self,
+        b: Built,
+        gate: Option<Arc<InputGate>>,
+        mailbox: Arc<Mailbox>,
+    ) -> Result<JoinHandle<()>, OperatorError> {
+        let Built { id, mut nodes, reader, mut channels, .. } = b;
+        let tx = self.events_tx.clone();
+        let head = nodes[0].id.clone();
+        std::thread::Builder::new()
+            .name(format!("{head}#{}", id.subtask))
+            .spawn(move || {
+                let acks = tx.clone();
+                let mut ack = move |checkpoint| {
+                    let _ = acks.send(SubtaskEvent::Acknowledged(id, checkpoint));
+                };
+                // A panic is a failure like any other: report it, so the job stops instead of
+                // waiting forever for this subtask.
+                let run = std::panic::AssertUnwindSafe(|| match (reader, gate) {
+                    (Some((r, wm_gen)), _) => run_source(r, &mut nodes, wm_gen, &mailbox, &mut ack),
+                    (None, Some(g)) => run_gate(&g, &mailbox, &mut ack, &mut channels, &mut nodes),
+                    (None, None) => Ok(()),
+                });
+                let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Err(TaskFailure {
+                        operator: head,
+                        error: OperatorError::new(format!("internal error (panic): {what}")),
+                    })
+                });
+                let _ = tx.send(SubtaskEvent::Ended(id, result));
+            })
+            .map_err(|e| OperatorError::new(format!("cannot start a thread: {e}")))
+    }
+
+    /// Instantiates one descriptor; an error names the operator at fault.
+    fn build(
+        &mut self,
+        d: &DeploymentDescriptor,
+        gates: &HashMap<SubtaskId, Arc<InputGate>>,
+    ) -> Result<Built, (String, OperatorError)> {
+        let v = self.v;
+        let p = &v.pipeline;
+        let s = d.id.subtask;
+        let mut nodes = Vec::new();
+        let mut reader = None;
+        let stop = Arc::new(AtomicBool::new(false));
+        for (i, id) in d.chain.iter().enumerate() {
+            let ctx = BuildContext {
+                operator: id.clone(),
+                subtask: s,
+                parallelism: d.parallelism,
+                metrics: self.metrics[id].clone(),
+                stop: stop.clone(),
+                splits: if i == 0 { d.splits.clone() } else { Vec::new() },
+                all_splits: if i == 0 { d.all_splits.clone() } else { Vec::new() },
+                state: self.state.clone(),
+                key_groups: crate::state::key_group_range(s as u32, p.key_groups(), d.parallelism as u32),
+                max_parallelism: p.key_groups(),
+            };
+            let op: Box<dyn Operator> = if let Some(src) = p.sources.get(id) {
+                let schema = &v.streams[id].schema;
+                let wm_gen = src.get().event_time().and_then(|et| {
+                    let column = schema.schema.index_of(&et.column).ok()?;
+                    Some(WatermarkGen {
+                        column,
+                        out_of_orderness: et.max_out_of_orderness.map_or(0, |d| d.as_millis_i64()),
+                        idle_timeout: et.idle_timeout.map(|d| d.0),
+                    })
+                });
+                let r: Box<dyn SourceReader> = match self.options.test_inputs.as_mut() {
+                    Some(inputs) => {
+                        let events = if s == 0 { inputs.remove(id).unwrap_or_default() } else { Vec::new() };
+                        Box::new(TestReader { events: events.into_iter() })
+                    }
+                    None => src.get().reader(&ctx, schema).map_err(|e| (id.clone(), e))?,
+                };
+                reader = Some((r, wm_gen));
+                Box::new(Passthrough)
+            } else if let Some(tr) = p.transforms.get(id) {
+                let c = tr.get();
+                let inputs: Vec<(&str, &crate::spec::check::StreamSchema)> =
+                    c.inputs().iter().map(|(n, _)| (*n, &v.streams[*n].schema)).collect();
+                c.operator(&ctx, &inputs, &v.streams[id].schema).map_err(|e| (id.clone(), e))?
+            } else {
+                let sink = p.sinks.get(id).expect("operators are sources, transforms or sinks");
+                if self.options.capture_sinks {
+                    Box::new(Capture(self.captured.entry(id.clone()).or_default().clone()))
+                } else {
+                    let input = &v.streams[sink.get().input()].schema;
+                    sink.get().writer(&ctx, input).map_err(|e| (id.clone(), e))?
+                }
+            };
+            let is_tail = i + 1 == d.chain.len();
+            let outputs = if is_tail {
+                d.outputs
+                    .iter()
+                    .map(|(_, edges)| {
+                        edges
+                            .iter()
+                            .map(|e| {
+                                let targets = e
+                                    .consumers
+                                    .iter()
+                                    .map(|a| Target { gate: gates[&a.consumer].clone(), channel: a.channel })
+                                    .collect();
+                                EdgeSender::new(e.partitioner.clone(), targets, s)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            nodes.push(Node { id: id.clone(), op, outputs, metrics: self.metrics[id].clone() });
+        }
+        let channels = InputWatermarks::new(d.inputs.iter().map(|c| c.input));
+        Ok(Built { id: d.id, nodes, reader, channels, stop })
+    }
+}
+
+impl Drop for TaskExecutor<'_> {
+    /// An executor dropped with subtasks still running stops them.
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.post(Control::Cancel { drain: false });
+            for h in &self.hosted {
+                if let Some(g) = &h.gate {
+                    g.close();
+                }
+            }
+        }
+    }
+}
