@@ -1,20 +1,24 @@
-//! Nexmark q0, q1, q2, q5 and q7 through the release `sluice` binary, over the `nexmark`
-//! generator and over the same bids written to JSON lines and Parquet files.
+//! Nexmark q0, q1, q2, q5, q7 and q11 through the release `sluice` binary, over the `nexmark`
+//! generator and over the same bids written to two JSON-lines and two Parquet files, at
+//! parallelism 1 and 2, with the stateful queries (q5, q7, q11) on the memory and the RocksDB
+//! state backends.
 //!
-//! Each run is a child process; its wall time gives events per second and `wait4` gives
-//! its peak resident memory. Baselines measured in the same run: a bare Arrow JSON decode of
-//! the same JSON-lines file (what q0 over JSON lines is compared with), and the stateless
-//! queries again over 10× the input (their peak memory must stay flat).
+//! Each run is a child process; its wall time gives events per second and `wait4` gives its
+//! peak resident memory and minor page faults. Baselines measured in the same run: q0 on the
+//! same input (stateful queries are reported as a ratio of it), a bare Arrow JSON decode of the
+//! same JSON-lines files (what q0 over JSON lines is compared with), and the stateless queries
+//! again over 10× the input (their peak memory must stay flat).
 //!
 //! `cargo bench --bench nexmark`. Knobs: `SLUICE_BENCH_EVENTS` (bids, default 1,000,000),
-//! `SLUICE_BENCH_BIG_GB` (also run q0 over a JSON-lines file of about this many GB).
+//! `SLUICE_BENCH_PARALLELISM` (default `1,2`), `SLUICE_BENCH_BIG_GB` (also run q0 over a
+//! JSON-lines file of about this many GB).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const QUERIES: [&str; 5] = ["q0", "q1", "q2", "q5", "q7"];
+const QUERIES: [&str; 6] = ["q0", "q1", "q2", "q5", "q7", "q11"];
 
 fn transforms(query: &str) -> &'static str {
     match query {
@@ -30,6 +34,9 @@ fn transforms(query: &str) -> &'static str {
         }
         "q7" => {
             "transforms:\n  out: { type: window_aggregate, input: bids, window: { type: tumbling, size: 10s }, aggregates: { top_price: \"max(price)\" } }\n"
+        }
+        "q11" => {
+            "transforms:\n  out: { type: window_aggregate, input: bids, key: [bidder], window: { type: session, gap: 10s }, aggregates: { bids: \"count(*)\" } }\n"
         }
         _ => unreachable!(),
     }
@@ -49,18 +56,25 @@ fn source(mode: &str, events: u64, data: &Path) -> String {
     }
 }
 
-fn spec(query: &str, mode: &str, events: u64, data: &Path) -> String {
+fn spec(query: &str, mode: &str, events: u64, data: &Path, parallelism: u32, backend: &str) -> String {
     let input = if query == "q0" { "bids" } else { "out" };
     format!(
-        "version: 1\nname: nexmark-{query}\nparallelism: 1\nsources:\n{}{}sinks:\n  nowhere: {{ connector: blackhole, input: {input} }}\n",
+        "version: 1\nname: nexmark-{query}\nparallelism: {parallelism}\nstate: {{ backend: {backend} }}\nsources:\n{}{}sinks:\n  nowhere: {{ connector: blackhole, input: {input} }}\n",
         source(mode, events, data),
         transforms(query)
     )
 }
 
-/// Runs `sluice` with `args`; returns (seconds, peak RSS in MB).
+/// One measured run.
+struct Run {
+    seconds: f64,
+    peak_mb: f64,
+    minor_faults: f64,
+}
+
+/// Runs `sluice` with `args`.
 #[allow(clippy::zombie_processes)] // `wait4` below reaps the child and reads its usage.
-fn measure(bin: &Path, args: &[&str]) -> (f64, f64) {
+fn measure(bin: &Path, args: &[&str]) -> Run {
     let started = Instant::now();
     let child = Command::new(bin).args(args).stdout(std::process::Stdio::null()).spawn().expect("sluice runs");
     let mut status = 0;
@@ -68,14 +82,14 @@ fn measure(bin: &Path, args: &[&str]) -> (f64, f64) {
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
     assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "sluice {args:?} failed");
-    (seconds, usage.ru_maxrss as f64 / 1024.0)
+    Run { seconds, peak_mb: usage.ru_maxrss as f64 / 1024.0, minor_faults: usage.ru_minflt as f64 }
 }
 
 /// Writes `events` bids to `dir/bids.<format>` with sluice itself.
 fn write_bids(bin: &Path, dir: &Path, events: u64, format: &str) -> PathBuf {
     let out = dir.join(format!("bids-{events}-{format}"));
     let spec = format!(
-        "version: 1\nname: write-bids\nsources:\n  bids: {{ connector: datagen, nexmark: {{ table: bids }}, count: {events}, seed: 1 }}\nsinks:\n  files: {{ connector: file, input: bids, path: \"{}\", format: {format}, rolling: {{ max_size: 8GB }} }}\n",
+        "version: 1\nname: write-bids\nparallelism: 2\nsources:\n  bids: {{ connector: datagen, nexmark: {{ table: bids }}, count: {events}, seed: 1 }}\nsinks:\n  files: {{ connector: file, input: bids, path: \"{}\", format: {format}, rolling: {{ max_size: 8GB }} }}\n",
         out.display()
     );
     let path = dir.join(format!("write-{events}-{format}.yaml"));
@@ -119,33 +133,58 @@ fn main() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
     let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let big_gb: f64 = std::env::var("SLUICE_BENCH_BIG_GB").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let parallelisms: Vec<u32> = std::env::var("SLUICE_BENCH_PARALLELISM")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let jsonl = write_bids(&bin, dir.path(), events, "jsonl");
     let parquet = write_bids(&bin, dir.path(), events, "parquet");
     println!(
-        "nexmark bids: {events} events; jsonl {:.0} MB, parquet {:.0} MB; parallelism 1; release build",
+        "nexmark bids: {events} events; jsonl {:.0} MB, parquet {:.0} MB (two files each); release build",
         dir_size(&jsonl) as f64 / 1e6,
         dir_size(&parquet) as f64 / 1e6
     );
-    println!("{:<6} {:<10} {:>10} {:>14} {:>12}", "query", "input", "seconds", "events/s", "peak MB");
-    let mut q0_jsonl = 0.0;
+    println!(
+        "{:<5} {:<10} {:>3} {:<8} {:>8} {:>12} {:>8} {:>10} {:>8}",
+        "query", "input", "p", "state", "seconds", "events/s", "peak MB", "faults/M", "× q0"
+    );
+    let mut q0 = std::collections::HashMap::new();
+    let mut q0_jsonl_p1 = 0.0;
     for q in QUERIES {
-        for (mode, data) in [("generator", jsonl.as_path()), ("jsonl", jsonl.as_path()), ("parquet", parquet.as_path())]
-        {
-            let path = dir.path().join(format!("{q}-{mode}.yaml"));
-            std::fs::write(&path, spec(q, mode, events, data)).expect("spec");
-            let (s, mb) = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
-            if q == "q0" && mode == "jsonl" {
-                q0_jsonl = s;
+        let backends: &[&str] = if matches!(q, "q5" | "q7" | "q11") { &["memory", "rocksdb"] } else { &["memory"] };
+        for &p in &parallelisms {
+            for (mode, data) in
+                [("generator", jsonl.as_path()), ("jsonl", jsonl.as_path()), ("parquet", parquet.as_path())]
+            {
+                for backend in backends {
+                    let path = dir.path().join(format!("{q}-{mode}-{p}-{backend}.yaml"));
+                    std::fs::write(&path, spec(q, mode, events, data, p, backend)).expect("spec");
+                    let r = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
+                    if q == "q0" {
+                        q0.insert((mode, p), r.seconds);
+                        if mode == "jsonl" && p == 1 {
+                            q0_jsonl_p1 = r.seconds;
+                        }
+                    }
+                    let ratio = q0.get(&(mode, p)).map_or(f64::NAN, |s| s / r.seconds);
+                    println!(
+                        "{q:<5} {mode:<10} {p:>3} {backend:<8} {:>8.2} {:>12.0} {:>8.1} {:>10.0} {ratio:>8.2}",
+                        r.seconds,
+                        events as f64 / r.seconds,
+                        r.peak_mb,
+                        r.minor_faults * 1e6 / events as f64,
+                    );
+                }
             }
-            println!("{q:<6} {mode:<10} {s:>10.2} {:>14.0} {mb:>12.1}", events as f64 / s);
         }
     }
     let bare = bare_json_decode(&jsonl);
     println!(
-        "\nbaseline: bare Arrow JSON decode of the same file: {bare:.2} s ({:.0} events/s); q0 over jsonl takes {:.2}× as long",
+        "\nbaseline: bare Arrow JSON decode of the same files on one thread: {bare:.2} s ({:.0} events/s); q0 over jsonl at p=1 reaches {:.2}× its speed",
         events as f64 / bare,
-        q0_jsonl / bare
+        bare / q0_jsonl_p1
     );
 
     // Peak memory of stateless queries at 1× and 10× the input.
@@ -155,8 +194,8 @@ fn main() {
         let mut peaks = Vec::new();
         for (n, data) in [(events, &jsonl), (events * 10, &jsonl10)] {
             let path = dir.path().join(format!("{q}-mem-{n}.yaml"));
-            std::fs::write(&path, spec(q, "jsonl", n, data)).expect("spec");
-            peaks.push(measure(&bin, &["run", "--quiet", &path.to_string_lossy()]).1);
+            std::fs::write(&path, spec(q, "jsonl", n, data, 1, "memory")).expect("spec");
+            peaks.push(measure(&bin, &["run", "--quiet", &path.to_string_lossy()]).peak_mb);
         }
         println!("  {q}: {:.1} MB → {:.1} MB ({:.2}×)", peaks[0], peaks[1], peaks[1] / peaks[0]);
     }
@@ -167,8 +206,8 @@ fn main() {
         let n = (big_gb * 1e9 / per_event) as u64;
         let big = write_bids(&bin, dir.path(), n, "jsonl");
         let path = dir.path().join("q0-big.yaml");
-        std::fs::write(&path, spec("q0", "jsonl", n, &big)).expect("spec");
-        let (s, mb) = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
+        std::fs::write(&path, spec("q0", "jsonl", n, &big, 1, "memory")).expect("spec");
+        let Run { seconds: s, peak_mb: mb, .. } = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
         println!(
             "\nq0 over a {:.2} GB JSON-lines file ({n} events): {s:.1} s, {:.0} events/s, peak {mb:.1} MB",
             dir_size(&big) as f64 / 1e9,

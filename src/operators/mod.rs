@@ -57,6 +57,11 @@ pub trait Transform {
     fn states(&self) -> Vec<crate::state::backend::StateDescriptor> {
         Vec::new()
     }
+    /// The columns of its (single) input it reads, when that is fewer than all: columns
+    /// nobody reads are pruned before the edge into it. `None` reads every column.
+    fn reads(&self, _input: &StreamSchema) -> Option<Vec<String>> {
+        None
+    }
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
     /// Builds the running operator for one subtask; `inputs` and `output` are the schemas

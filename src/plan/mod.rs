@@ -135,6 +135,10 @@ pub struct Edge {
     pub event_time: Option<String>,
     /// The schema of the rows.
     pub schema: Vec<Column>,
+    /// When the consumer reads only some columns of the stream: those, in stream order; the
+    /// producer sends only them (and `schema` lists only them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 /// A chain of operators running as one task.
@@ -298,6 +302,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
                 chained: false,
                 event_time: from.event_time.clone(),
                 schema: columns(&from.schema),
+                columns: None,
             }
         })
         .collect();
@@ -318,6 +323,18 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         .collect();
     for (e, chained) in edges.iter_mut().zip(chained) {
         e.chained = chained;
+        // Columns nobody downstream reads do not cross an exchange.
+        let reads = (!chained).then(|| p.transforms.get(&e.to)).flatten().and_then(|t| {
+            let t = t.get();
+            (t.inputs().len() == 1).then(|| t.reads(&v.streams[&e.stream].schema)).flatten()
+        });
+        if let Some(reads) = reads {
+            let kept: Vec<Column> = e.schema.iter().filter(|c| reads.contains(&c.name)).cloned().collect();
+            if kept.len() < e.schema.len() {
+                e.columns = Some(kept.iter().map(|c| c.name.clone()).collect());
+                e.schema = kept;
+            }
+        }
     }
     // Tasks: follow chained edges from every operator that is not chained to its input.
     let mut tasks = Vec::new();
@@ -419,7 +436,8 @@ impl PhysicalPlan {
         for e in &self.edges {
             let via = if e.stream != e.from { format!(" (stream {})", e.stream) } else { String::new() };
             let chained = if e.chained { ", chained" } else { "" };
-            let _ = writeln!(s, "  {} → {}{via}: {}{chained}", e.from, e.to, e.partitioning);
+            let pruned = if e.columns.is_some() { ", only the columns it reads" } else { "" };
+            let _ = writeln!(s, "  {} → {}{via}: {}{chained}{pruned}", e.from, e.to, e.partitioning);
             let cols: Vec<String> = e
                 .schema
                 .iter()

@@ -50,6 +50,8 @@ pub struct OutputEdge {
     pub partitioner: Partitioner,
     /// One address per consumer subtask, in subtask order.
     pub consumers: Vec<ChannelAddress>,
+    /// Indices of the stream's columns this edge carries, when not all of them.
+    pub projection: Option<Vec<usize>>,
 }
 
 /// Everything an executor needs to run one subtask.
@@ -69,6 +71,9 @@ pub struct DeploymentDescriptor {
     pub splits: Vec<String>,
     /// For a source head: every split, so a subtask knows what others own.
     pub all_splits: Vec<String>,
+    /// For a transform head, per input (by input index): the columns its input edge carries,
+    /// when the edge prunes the stream to what the transform reads.
+    pub input_columns: Vec<Option<Vec<String>>>,
 }
 
 /// Which input of operator `to` the stream `stream` feeds.
@@ -84,11 +89,15 @@ fn partitioner(v: &Validated, e: &plan::Edge) -> Result<Partitioner, JobError> {
         Partitioning::Global => Partitioner::Global,
         Partitioning::Broadcast => Partitioner::Broadcast,
         Partitioning::Hash { key } => {
-            let schema = &v.streams[&e.stream].schema.schema;
+            // Key columns are found in what the edge carries.
+            let carried: Vec<String> = match &e.columns {
+                Some(c) => c.clone(),
+                None => v.streams[&e.stream].schema.schema.fields().iter().map(|f| f.name().clone()).collect(),
+            };
             let columns = key
                 .iter()
                 .map(|k| {
-                    schema.index_of(k).map_err(|_| JobError {
+                    carried.iter().position(|c| c == k).ok_or_else(|| JobError {
                         operator: e.to.clone(),
                         subtask: 0,
                         error: OperatorError::new(format!(
@@ -118,6 +127,13 @@ pub fn build(
     let mut edges: HashMap<(usize, usize), OutputEdge> = HashMap::new();
     for (ei, e) in plan.edges.iter().enumerate().filter(|(_, e)| !e.chained) {
         let partitioner = partitioner(v, e)?;
+        let projection = match &e.columns {
+            Some(columns) => {
+                let schema = &v.streams[&e.stream].schema.schema;
+                Some(columns.iter().filter_map(|c| schema.index_of(c).ok()).collect::<Vec<usize>>())
+            }
+            None => None,
+        };
         let input = input_index(v, &e.to, &e.stream);
         let (from_task, to_task) = (task_of[e.from.as_str()], task_of[e.to.as_str()]);
         for u in 0..par[e.from.as_str()] {
@@ -129,7 +145,15 @@ pub fn build(
                 consumers.push(ChannelAddress { consumer, channel: chans.len() });
                 chans.push(InputChannel { operator: e.from.clone(), producer, input });
             }
-            edges.insert((ei, u), OutputEdge { to: e.to.clone(), partitioner: partitioner.clone(), consumers });
+            edges.insert(
+                (ei, u),
+                OutputEdge {
+                    to: e.to.clone(),
+                    partitioner: partitioner.clone(),
+                    consumers,
+                    projection: projection.clone(),
+                },
+            );
         }
     }
 
@@ -160,6 +184,20 @@ pub fn build(
                 })
                 .collect();
             let all_splits = splits.get(head).cloned().unwrap_or_default();
+            let input_columns = match v.pipeline.transforms.get(head) {
+                Some(tr) => tr
+                    .get()
+                    .inputs()
+                    .iter()
+                    .map(|(stream, _)| {
+                        plan.edges
+                            .iter()
+                            .find(|e| !e.chained && &e.to == head && e.stream == *stream)
+                            .and_then(|e| e.columns.clone())
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             out.push(DeploymentDescriptor {
                 id,
                 parallelism,
@@ -168,6 +206,7 @@ pub fn build(
                 outputs,
                 splits: all_splits.iter().skip(s).step_by(parallelism).cloned().collect(),
                 all_splits,
+                input_columns: input_columns.clone(),
             });
         }
     }

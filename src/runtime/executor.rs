@@ -105,6 +105,9 @@ struct Hosted {
     gate: Option<Arc<InputGate>>,
 }
 
+/// Stack of each subtask thread.
+const SUBTASK_STACK_BYTES: usize = 8 << 20;
+
 /// Hosts the subtasks of one job in this process.
 pub struct TaskExecutor<'a> {
     v: &'a Validated,
@@ -314,6 +317,9 @@ impl<'a> TaskExecutor<'a> {
         let head = nodes[0].id.clone();
         std::thread::Builder::new()
             .name(format!("{head}#{}", id.subtask))
+            // Expressions evaluate recursively (up to the validated size limit), as on the
+            // main thread: give subtasks the main thread's stack, reserved, not committed.
+            .stack_size(SUBTASK_STACK_BYTES)
             .spawn(move || {
                 let acks = tx.clone();
                 let mut ack = move |checkpoint| {
@@ -388,8 +394,22 @@ impl<'a> TaskExecutor<'a> {
                 Box::new(Passthrough)
             } else if let Some(tr) = p.transforms.get(id) {
                 let c = tr.get();
-                let inputs: Vec<(&str, &crate::spec::check::StreamSchema)> =
-                    c.inputs().iter().map(|(n, _)| (*n, &v.streams[*n].schema)).collect();
+                // A head whose input edge prunes columns sees only those.
+                let pruned: Vec<Option<crate::spec::check::StreamSchema>> = c
+                    .inputs()
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (n, _))| {
+                        let columns = d.input_columns.get(k).cloned().flatten().filter(|_| i == 0)?;
+                        Some(v.streams[*n].schema.project(&columns))
+                    })
+                    .collect::<Vec<_>>();
+                let inputs: Vec<(&str, &crate::spec::check::StreamSchema)> = c
+                    .inputs()
+                    .iter()
+                    .zip(&pruned)
+                    .map(|((n, _), pruned)| (*n, pruned.as_ref().unwrap_or(&v.streams[*n].schema)))
+                    .collect();
                 c.operator(&ctx, &inputs, &v.streams[id].schema).map_err(|e| (id.clone(), e))?
             } else {
                 let sink = p.sinks.get(id).expect("operators are sources, transforms or sinks");
@@ -413,7 +433,7 @@ impl<'a> TaskExecutor<'a> {
                                     .iter()
                                     .map(|a| Target { gate: gates[&a.consumer].clone(), channel: a.channel })
                                     .collect();
-                                EdgeSender::new(e.partitioner.clone(), targets, s)
+                                EdgeSender::new(e.partitioner.clone(), targets, s).with_projection(e.projection.clone())
                             })
                             .collect()
                     })

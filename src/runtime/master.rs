@@ -212,6 +212,7 @@ mod tests {
             outputs: Vec::new(),
             splits: Vec::new(),
             all_splits: Vec::new(),
+            input_columns: Vec::new(),
         }
     }
 

@@ -5,11 +5,17 @@
 //! one `take` per target subtask. The hash is Sluice's own, specified and versioned
 //! ([`crate::state::key_hash`]), so a key lands in the same key group in every process, run
 //! and release.
+//!
+//! A split makes batches `p` times smaller, and every batch costs the consumer a fixed amount
+//! of work; so the parts bound for each target are coalesced up to [`COALESCE_ROWS`] rows
+//! before they are sent. Buffered rows go out before any control message (order is kept),
+//! when they have waited [`COALESCE_WAIT`], and on the subtask's tick.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::compute::{BatchCoalescer, take_record_batch};
 use arrow::record_batch::RecordBatch;
 
 use super::gate::{ChannelId, Closed, InputGate};
@@ -56,7 +62,19 @@ pub struct EdgeSender {
     /// The producing subtask's index.
     pub subtask: usize,
     next: usize,
+    /// The columns this edge carries, when not all.
+    projection: Option<Vec<usize>>,
+    /// Per target of a hash edge: rows waiting to fill a batch.
+    coalescers: Vec<BatchCoalescer>,
+    /// When the oldest buffered rows arrived.
+    buffered_since: Option<Instant>,
 }
+
+/// Rows a coalesced batch is filled to.
+pub const COALESCE_ROWS: usize = 8192;
+
+/// The longest buffered rows wait for more before they are sent anyway.
+pub const COALESCE_WAIT: Duration = Duration::from_millis(100);
 
 fn closed(_: Closed) -> OperatorError {
     OperatorError::new("the job is stopping")
@@ -65,7 +83,41 @@ fn closed(_: Closed) -> OperatorError {
 impl EdgeSender {
     /// A sender for producer subtask `subtask`.
     pub fn new(partitioner: Partitioner, targets: Vec<Target>, subtask: usize) -> Self {
-        EdgeSender { partitioner, targets, subtask, next: subtask }
+        EdgeSender {
+            partitioner,
+            targets,
+            subtask,
+            next: subtask,
+            projection: None,
+            coalescers: Vec::new(),
+            buffered_since: None,
+        }
+    }
+
+    /// Sends only these columns (indices into the stream's schema).
+    pub fn with_projection(mut self, projection: Option<Vec<usize>>) -> Self {
+        self.projection = projection;
+        self
+    }
+
+    /// Sends every buffered row now.
+    pub fn flush(&mut self) -> Result<(), OperatorError> {
+        if self.buffered_since.take().is_none() {
+            return Ok(());
+        }
+        for i in 0..self.coalescers.len() {
+            self.coalescers[i].finish_buffered_batch()?;
+            self.send_completed(i)?;
+        }
+        Ok(())
+    }
+
+    fn send_completed(&mut self, i: usize) -> Result<(), OperatorError> {
+        while let Some(b) = self.coalescers[i].next_completed_batch() {
+            let t = &self.targets[i];
+            t.gate.send(t.channel, Message::Batch(b)).map_err(closed)?;
+        }
+        Ok(())
     }
 
     fn send_to(&self, i: usize, m: Message) -> Result<(), OperatorError> {
@@ -79,6 +131,10 @@ impl EdgeSender {
         if batch.num_rows() == 0 || n == 0 {
             return Ok(());
         }
+        let batch = match &self.projection {
+            Some(columns) => batch.project(columns)?,
+            None => batch,
+        };
         match &self.partitioner {
             Partitioner::Forward => self.send_to(self.subtask % n, Message::Batch(batch)),
             Partitioner::Global => self.send_to(0, Message::Batch(batch)),
@@ -101,24 +157,40 @@ impl EdgeSender {
                 for (row, t) in targets.iter().enumerate() {
                     per_target[*t as usize].push(row as u32);
                 }
+                if self.coalescers.is_empty() {
+                    self.coalescers = (0..n).map(|_| BatchCoalescer::new(batch.schema(), COALESCE_ROWS)).collect();
+                }
                 for (i, rows) in per_target.into_iter().enumerate() {
                     if rows.is_empty() {
                         continue;
                     }
-                    let part = if rows.len() == batch.num_rows() {
-                        batch.clone()
-                    } else {
-                        take_record_batch(&batch, &UInt32Array::from(rows))?
-                    };
-                    self.send_to(i, Message::Batch(part))?;
+                    // A part big enough on its own skips the copy into the buffer.
+                    if rows.len() * 2 >= COALESCE_ROWS && self.coalescers[i].is_empty() {
+                        let part = if rows.len() == batch.num_rows() {
+                            batch.clone()
+                        } else {
+                            take_record_batch(&batch, &UInt32Array::from(rows))?
+                        };
+                        self.send_to(i, Message::Batch(part))?;
+                        continue;
+                    }
+                    self.coalescers[i].push_batch_with_indices(batch.clone(), &UInt32Array::from(rows))?;
+                    self.send_completed(i)?;
+                    if !self.coalescers[i].is_empty() {
+                        self.buffered_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                if self.buffered_since.is_some_and(|t| t.elapsed() >= COALESCE_WAIT) {
+                    self.flush()?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Sends a control message to every downstream subtask.
-    pub fn broadcast(&self, m: Message) -> Result<(), OperatorError> {
+    /// Sends a control message to every downstream subtask, after the rows before it.
+    pub fn broadcast(&mut self, m: Message) -> Result<(), OperatorError> {
+        self.flush()?;
         for i in 0..self.targets.len() {
             self.send_to(i, m.clone())?;
         }

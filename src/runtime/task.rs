@@ -88,6 +88,11 @@ fn fail(node: &Node, mut error: OperatorError) -> TaskFailure {
     TaskFailure { operator, error }
 }
 
+fn fail_id(id: &str, mut error: OperatorError) -> TaskFailure {
+    let operator = error.operator.take().unwrap_or_else(|| id.to_string());
+    TaskFailure { operator, error }
+}
+
 fn tag(id: &str, mut e: OperatorError) -> OperatorError {
     if e.operator.is_none() {
         e.operator = Some(id.to_string());
@@ -117,11 +122,19 @@ fn each_node(nodes: &mut [Node], f: &mut NodeStep<'_>, after_tail: Option<Messag
             return Err(fail(node, e));
         }
     }
-    let Some(message) = after_tail else { return Ok(()) };
-    let tail = nodes.last().expect("a chain has nodes");
-    for edges in &tail.outputs {
-        for e in edges {
-            e.broadcast(message.clone()).map_err(|e| fail(tail, e))?;
+    let tail = nodes.last_mut().expect("a chain has nodes");
+    let Some(message) = after_tail else {
+        // A tick: rows waiting in coalescing buffers go out.
+        for edges in &mut tail.outputs {
+            for e in edges.iter_mut() {
+                e.flush().map_err(|e| fail_id(&tail.id, e))?;
+            }
+        }
+        return Ok(());
+    };
+    for edges in &mut tail.outputs {
+        for e in edges.iter_mut() {
+            e.broadcast(message.clone()).map_err(|e| fail_id(&tail.id, e))?;
         }
     }
     Ok(())

@@ -31,6 +31,16 @@ pub struct StreamSchema {
 }
 
 impl StreamSchema {
+    /// The stream with only `columns` (those it has, in its own order); event time is kept if
+    /// its column is.
+    pub fn project(&self, columns: &[String]) -> StreamSchema {
+        let fields: Vec<_> = self.schema.fields().iter().filter(|f| columns.contains(f.name())).cloned().collect();
+        StreamSchema {
+            schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            event_time: self.event_time.clone().filter(|c| columns.contains(c)),
+        }
+    }
+
     /// Names of all columns.
     pub fn column_names(&self) -> Vec<&str> {
         self.schema.fields().iter().map(|f| f.name().as_str()).collect()

@@ -131,7 +131,7 @@ fn timers_fire_in_time_order_once() {
     for (name, make) in BACKENDS {
         let (mut b, _dir) = make();
         let b = b.as_mut();
-        let timers = Timers::<WindowNs>::new(3);
+        let mut timers = Timers::<WindowNs>::new(3);
         timers.register(b, k(5, b"a"), 19, &W2).unwrap();
         timers.register(b, k(5, b"a"), 9, &W1).unwrap();
         timers.register(b, k(5, b"a"), 9, &W1).unwrap();
@@ -150,6 +150,18 @@ fn timers_fire_in_time_order_once() {
         assert_eq!(later.len(), 1, "{name}");
         assert_eq!((later[0].time, later[0].namespace), (19, W2), "{name}");
         assert_eq!(timers.take_due(b, 9..10, i64::MAX).unwrap().len(), 1, "{name}");
+
+        // After the first scan only key groups that can have a due timer are scanned: a timer
+        // registered since then is still found, and so is one a fresh handle (a restore) sees.
+        timers.register(b, k(6, b"d"), 30, &W2).unwrap();
+        timers.register(b, k(1, b"e"), 40, &W2).unwrap();
+        assert!(timers.take_due(b, 0..8, 29).unwrap().is_empty(), "{name}");
+        let got: Vec<i64> = timers.take_due(b, 0..8, 35).unwrap().iter().map(|d| d.time).collect();
+        assert_eq!(got, vec![30], "{name}");
+        let mut restored = Timers::<WindowNs>::new(3);
+        let got: Vec<i64> = restored.take_due(b, 0..8, 50).unwrap().iter().map(|d| d.time).collect();
+        assert_eq!(got, vec![40], "{name}");
+        assert!(timers.take_due(b, 0..8, 50).unwrap().is_empty(), "{name}: the other handle fired it");
     }
 }
 
@@ -157,7 +169,7 @@ fn fill(b: &mut dyn StateBackend) {
     let acc = ValueState::<WindowNs, i64>::new(0);
     let distinct = MapState::<WindowNs, String, u64>::new(1);
     let rows = ListState::<(), String>::new(2);
-    let timers = Timers::<WindowNs>::new(3);
+    let mut timers = Timers::<WindowNs>::new(3);
     for kg in 0..16u16 {
         for i in 0..20i64 {
             let key = format!("key-{kg}-{i}");

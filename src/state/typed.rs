@@ -203,16 +203,24 @@ pub struct DueTimer<N> {
 }
 
 /// Event-time timers in their own table, ordered by `[key group][time]`.
-#[derive(Debug, Clone, Copy)]
+///
+/// The handle remembers, per key group, a time no timer of that group is earlier than, so a
+/// watermark only scans the key groups that can have a due timer; until the first
+/// [`Timers::take_due`] (a fresh or restored backend) every key group is scanned once.
+#[derive(Debug, Clone)]
 pub struct Timers<N> {
     table: TableId,
+    /// Per key group with timers: no timer of it is earlier than this.
+    earliest: std::collections::HashMap<u16, i64>,
+    /// Whether `earliest` covers every timer in the table yet.
+    known: bool,
     _types: Types<N>,
 }
 
 impl<N: Codec> Timers<N> {
     /// The handle of table `table`.
     pub fn new(table: TableId) -> Self {
-        Timers { table, _types: PhantomData }
+        Timers { table, earliest: Default::default(), known: false, _types: PhantomData }
     }
 
     /// How this state is declared.
@@ -221,7 +229,9 @@ impl<N: Codec> Timers<N> {
     }
 
     /// Registers a timer (registering one twice keeps one).
-    pub fn register(&self, b: &mut dyn StateBackend, k: KeyCtx<'_>, time: i64, ns: &N) -> StateResult<()> {
+    pub fn register(&mut self, b: &mut dyn StateBackend, k: KeyCtx<'_>, time: i64, ns: &N) -> StateResult<()> {
+        let earliest = self.earliest.entry(k.key_group).or_insert(time);
+        *earliest = (*earliest).min(time);
         b.put(self.table, &timer_key(k.key_group, time, k.key, &ns.to_bytes()), &[])
     }
 
@@ -233,14 +243,27 @@ impl<N: Codec> Timers<N> {
     /// Removes and returns every timer at or before `watermark` in `key_groups`, by time, then
     /// key group, then key.
     pub fn take_due(
-        &self,
+        &mut self,
         b: &mut dyn StateBackend,
         key_groups: Range<u16>,
         watermark: i64,
     ) -> StateResult<Vec<DueTimer<N>>> {
+        let scan: Vec<u16> = if self.known {
+            let mut kgs: Vec<u16> = self
+                .earliest
+                .iter()
+                .filter(|(kg, t)| key_groups.contains(kg) && **t <= watermark)
+                .map(|(kg, _)| *kg)
+                .collect();
+            kgs.sort_unstable();
+            kgs
+        } else {
+            key_groups.collect()
+        };
+        self.known = true;
         let mut keys = Vec::new();
         let mut due = Vec::new();
-        for kg in key_groups {
+        for kg in scan {
             let start = kg.to_be_bytes();
             // Timers of this key group up to and including `watermark`.
             let mut end = timer_key(kg, watermark, &[], &[]);
@@ -251,6 +274,17 @@ impl<N: Codec> Timers<N> {
                 let (key_group, time, k, ns) = split_timer_key(&key)?;
                 due.push(DueTimer { time, key_group, key: k.to_vec(), namespace: N::decode(ns)? });
                 keys.push(key);
+            }
+            // The next timer of this key group, if any, bounds it from now on.
+            let group_end = prefix_end(&start).expect("a key group below 0xffff");
+            match b.range(self.table, &end, Some(&group_end))?.next() {
+                Some(next) => {
+                    let (_, time, _, _) = split_timer_key(&next?.0)?;
+                    self.earliest.insert(kg, time);
+                }
+                None => {
+                    self.earliest.remove(&kg);
+                }
             }
         }
         for k in keys {

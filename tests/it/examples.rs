@@ -75,7 +75,12 @@ fn plan_formats() {
     assert_eq!(daily["parallelism"], 1, "a window without key runs in one subtask");
     let edge = v["edges"].as_array().unwrap().iter().find(|e| e["to"] == "daily").unwrap();
     assert_eq!(edge["partitioning"]["kind"], "global");
-    assert_eq!(edge["schema"][0]["name"], "id");
+    // The window reads only `amount` and its event time: the other columns stay behind.
+    let names: Vec<&str> = edge["schema"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["amount", "ts"]);
+    assert_eq!(edge["columns"], serde_json::json!(["amount", "ts"]));
+    let text = String::from_utf8(sluice(&["plan", "pipelines/payments.yaml"]).stdout).unwrap();
+    assert!(text.contains("all_payments → daily: global, only the columns it reads"), "{text}");
 
     let dot = String::from_utf8(sluice(&["plan", "pipelines/nexmark_q5.yaml", "--format", "dot"]).stdout).unwrap();
     assert!(

@@ -227,6 +227,19 @@ impl Transform for WindowAggregate {
         operator::descriptors(&self.window)
     }
 
+    fn reads(&self, input: &StreamSchema) -> Option<Vec<String>> {
+        let mut read: Vec<String> = self.key.clone();
+        read.extend(input.event_time.clone());
+        let df = datafusion::common::DFSchema::try_from(input.schema.as_ref().clone()).ok()?;
+        let compiler = crate::runtime::expr::Compiler::default();
+        for sql in self.aggregates.values() {
+            // An aggregate that does not parse here is refused elsewhere; read everything.
+            let expr = compiler.parse(sql, &df).ok()?;
+            read.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+        }
+        Some(read)
+    }
+
     fn operator(
         &self,
         ctx: &BuildContext,
