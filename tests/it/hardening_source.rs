@@ -446,7 +446,10 @@ fn dry_run_never_prints_an_error_message_as_a_value() {
 fn parquet_conversions_that_would_round_are_bad_records() {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Decimal128Array, Float64Array, Int64Array, LargeStringArray, StringViewArray};
+    use arrow::array::{
+        ArrayRef, Decimal128Array, DictionaryArray, Float64Array, Int64Array, LargeStringArray, StringViewArray,
+    };
+    use arrow::datatypes::Int32Type;
     use arrow::record_batch::RecordBatch;
 
     let dir = tempfile::tempdir().unwrap();
@@ -469,8 +472,17 @@ fn parquet_conversions_that_would_round_are_bad_records() {
     let big: ArrayRef = Arc::new(Int64Array::from_iter_values((1..=n).map(|i| if i == 5 { (1 << 53) + 1 } else { 5 })));
     let ls: ArrayRef = Arc::new(LargeStringArray::from(bad(6, "7.0", "7.5")));
     let vs: ArrayRef = Arc::new(StringViewArray::from(bad(7, "1767225600000", "soon")));
-    let batch =
-        RecordBatch::try_from_iter([("id", id), ("d", d), ("f", f), ("big", big), ("ls", ls), ("vs", vs)]).unwrap();
+    let dict: ArrayRef = Arc::new((1..=n).map(|_| "7.0").collect::<DictionaryArray<Int32Type>>());
+    let batch = RecordBatch::try_from_iter([
+        ("id", id),
+        ("d", d),
+        ("f", f),
+        ("big", big),
+        ("ls", ls),
+        ("vs", vs),
+        ("dict", dict),
+    ])
+    .unwrap();
     let path = dir.path().join("in.parquet");
     let mut w =
         parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
@@ -478,7 +490,7 @@ fn parquet_conversions_that_would_round_are_bad_records() {
     w.close().unwrap();
 
     let source = format!(
-        "connector: file, path: \"{}\", format: parquet, schema: {{ id: bigint, d: bigint, f: float, big: double, ls: bigint, vs: timestamp }}",
+        "connector: file, path: \"{}\", format: parquet, schema: {{ id: bigint, d: bigint, f: float, big: double, ls: bigint, vs: timestamp, dict: bigint }}",
         path.display()
     );
     let (code, err) = run(dir.path(), &source, "dead_letter");
@@ -490,6 +502,7 @@ fn parquet_conversions_that_would_round_are_bad_records() {
         (&1.into(), &0.5.into(), &5.0.into(), &7.into())
     );
     assert!(good[0]["vs"].as_str().unwrap().starts_with("2026-01-01T00:00:00"), "{}", good[0]);
+    assert_eq!(good[0]["dict"], 7);
     let rejects = rows(&dir.path().join("rejects"));
     let mut locations: Vec<&str> = rejects.iter().map(|r| r["location"].as_str().unwrap()).collect();
     locations.sort();

@@ -201,12 +201,21 @@ fn round_trips(t: &DataType) -> bool {
     t.is_numeric() || *t == DataType::Boolean
 }
 
+/// Whether `t` holds text (in any layout), converted as CSV and JSON text is.
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
+}
+
 /// One column of a batch in `field`'s type; rows that do not convert go to `errors`.
 fn convert(col: &ArrayRef, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
     let target = field.data_type();
     let out = if let Some(text) = col.as_any().downcast_ref::<StringArray>() {
         return from_text(text, field, errors);
-    } else if matches!(col.data_type(), DataType::LargeUtf8 | DataType::Utf8View) {
+    } else if is_text(col.data_type()) {
         let text = cast(col, &DataType::Utf8)?;
         return from_text(text.as_string::<i32>(), field, errors);
     } else if col.data_type() == target {
@@ -336,6 +345,39 @@ pub fn check_printable(batch: &RecordBatch) -> Result<(), ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unprintable_values_are_found_by_row() {
+        use arrow::array::{Date64Array, Time32SecondArray, TimestampNanosecondArray, TimestampSecondArray};
+        let check = |col: ArrayRef| {
+            let batch = RecordBatch::try_from_iter([("c", col)]).unwrap();
+            check_printable(&batch).map_err(|e| e.to_string())
+        };
+        let bad: [(ArrayRef, usize); 6] = [
+            (Arc::new(TimestampSecondArray::from(vec![Some(0), None, Some(i64::MAX), Some(1)])), 3),
+            (Arc::new(TimestampMillisecondArray::from(vec![1, i64::MIN]).with_timezone("+01:00")), 2),
+            (Arc::new(Date32Array::from(vec![i32::MAX, 0])), 1),
+            (Arc::new(Date64Array::from(vec![0, 1, i64::MAX])), 3),
+            (Arc::new(Time32SecondArray::from(vec![0, 86_400])), 2),
+            (Arc::new(TimestampMillisecondArray::from(vec![0, 8_210_266_876_799_999, 8_210_266_876_800_000])), 3),
+        ];
+        for (col, row) in bad {
+            let err = check(col.clone()).expect_err(&format!("{col:?}"));
+            assert!(err.contains(&format!("column `c` row {row}: cannot print")), "{err}");
+        }
+        let good: [ArrayRef; 3] = [
+            Arc::new(TimestampNanosecondArray::from(vec![i64::MIN, i64::MAX])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                Some(-8_334_601_228_800_000),
+                None,
+                Some(8_210_266_876_799_999),
+            ])),
+            Arc::new(Date32Array::from(vec![None, Some(0)])),
+        ];
+        for col in good {
+            assert_eq!(check(col.clone()), Ok(()), "{col:?}");
+        }
+    }
 
     #[test]
     fn exact_integers() {
