@@ -458,7 +458,7 @@ impl FileReader {
             }
         }
         batches.extend(d.flush()?);
-        self.concat(batches).map_err(Into::into)
+        self.concat(batches)
     }
 
     /// JSON lines are decoded one at a time, each required to hold exactly one value: a
