@@ -512,3 +512,14 @@ fn parquet_conversions_that_would_round_are_bad_records() {
     assert!(errors.contains(&"column `d`: `1.50` is not a bigint"), "{errors:?}");
     assert!(errors.contains(&"column `big`: `9007199254740993` is not a double"), "{errors:?}");
 }
+
+#[test]
+fn a_csv_header_with_an_unclosed_quote_fails() {
+    // Otherwise the header would swallow every record of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.csv", b"id,\"note\n1,a\n2,b\n");
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.csv") && err.contains("header is not closed"), "{err}");
+}
