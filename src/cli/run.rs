@@ -106,6 +106,11 @@ pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyh
         Ok(result) => {
             if dry_run {
                 for (sink, batches) in &result.captured {
+                    // The same check as the printing sinks': no error message in place of a value.
+                    if let Err(e) = batches.iter().try_for_each(sluice::connectors::file::values::check_printable) {
+                        writeln!(err, "error: sink `{sink}`: {e}")?;
+                        return Ok(ExitCode::from(1));
+                    }
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     writeln!(out, "── sink `{sink}` would receive {rows} rows")?;
                     if rows > 0 {

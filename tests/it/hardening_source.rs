@@ -300,3 +300,226 @@ fn files_spanning_the_same_hours_give_the_same_windows_at_any_parallelism() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+/// (id, note) of every row in `good`, by id.
+fn notes(dir: &Path) -> Vec<(i64, String)> {
+    let mut rows: Vec<(i64, String)> = rows(&dir.join("good"))
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap(), r["note"].as_str().unwrap().to_string()))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn csv_records_spanning_lines_at_chunk_boundaries_stay_whole() {
+    // Chunks hold 8192 records: records 8192 and 16384 each end a chunk, and span lines.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("id,note\n");
+    let mut want = Vec::new();
+    for i in 1..=20_000i64 {
+        let note = if (8188..=8196).contains(&i) || (16380..=16388).contains(&i) {
+            format!("line {i}\nnext \"{i}\"\n,end")
+        } else {
+            format!("n{i}")
+        };
+        text.push_str(&format!("{i},\"{}\"\n", note.replace('"', "\"\"")));
+        want.push((i, note));
+    }
+    let data = write(dir.path(), "in.csv", text.as_bytes());
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(notes(dir.path()), want);
+}
+
+#[test]
+fn an_unclosed_quote_is_cut_at_the_record_limit() {
+    const MAX: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = b"id,note\n1,ok\n".to_vec();
+    let record = text.len();
+    text.extend_from_slice(b"2,\"oops\n");
+    // Equal lines after the open quote; the record is cut in the line that crosses the limit,
+    // and reading resumes with the next line.
+    let mut first_good = None;
+    let last = 700_000;
+    for i in 3..=last {
+        text.extend_from_slice(format!("{i:07},fine\n").as_bytes());
+        if first_good.is_none() && text.len() - record > MAX {
+            first_good = Some(i + 1);
+        }
+    }
+    let first_good = first_good.unwrap();
+    let data = write(dir.path(), "in.csv", &text);
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("in.csv:3") && err.contains("a quoted field runs past 8388608 bytes; is a quote unclosed?"),
+        "{err}"
+    );
+
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    let want: Vec<i64> = std::iter::once(1).chain(first_good..=last).collect();
+    assert_eq!(ids(dir.path()), want);
+    let rejects = rows(&dir.path().join("rejects"));
+    assert_eq!(rejects.len(), 1);
+    assert!(rejects[0]["location"].as_str().unwrap().ends_with("in.csv:3"), "{}", rejects[0]["location"]);
+
+    // A JSON line longer than the limit is one bad record too.
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("{{\"id\": 1}}\n{{\"id\": 2, \"pad\": \"{}\"}}\n{{\"id\": 3}}\n", "x".repeat(MAX));
+    let data = write(dir.path(), "in.jsonl", long.as_bytes());
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }}");
+    let (code, err) = run(dir.path(), &source, "fail");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.jsonl:2") && err.contains("longer than 8388608 bytes"), "{err}");
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1, 3]);
+}
+
+#[test]
+fn json_lines_hold_one_value_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.jsonl", b"{\"id\":1}{\"id\":2}\n{\"id\":\n3}\n{\"id\":4}\n");
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }}");
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![4]);
+    let rejects = rows(&dir.path().join("rejects"));
+    let mut got: Vec<(&str, &str)> =
+        rejects.iter().map(|r| (r["location"].as_str().unwrap(), r["raw"].as_str().unwrap())).collect();
+    got.sort();
+    let at = |n: u32| format!("{data}:{n}");
+    let (one, two, three) = (at(1), at(2), at(3));
+    assert_eq!(got, vec![(one.as_str(), "{\"id\":1}{\"id\":2}"), (two.as_str(), "{\"id\":"), (three.as_str(), "3}")]);
+    assert!(rejects.iter().any(|r| r["error"] == "expected one record on the line, found 2"), "{rejects:?}");
+}
+
+#[test]
+fn many_files_stay_within_the_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in 0..120 {
+        let text: String =
+            (0..10).map(|m| format!("{{\"server\": {f}, \"ts\": \"2026-01-01T00:0{m}:30Z\"}}\n")).collect();
+        std::fs::write(input.join(format!("server-{f:03}.jsonl")), text).unwrap();
+    }
+    let out = dir.path().join("out");
+    let spec = format!(
+        "version: 1\nname: w\nparallelism: 2\nsources:\n  logs: {{ connector: file, path: \"{}\", format: jsonl, schema: {{ server: bigint, ts: timestamp }}, event_time: {{ column: ts }} }}\ntransforms:\n  w: {{ type: window_aggregate, input: logs, window: {{ type: tumbling, size: 5m }}, aggregates: {{ n: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: file, input: w, path: \"{}\", format: jsonl }}\n",
+        input.display(),
+        out.display()
+    );
+    let spec = write(dir.path(), "spec.yaml", spec.as_bytes());
+    // 120 files over 2 subtasks would be 120 open files at once, more than this limit.
+    let run = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_sluice"), "run", "--quiet", &spec])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let counts: Vec<i64> = rows(&out).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(counts, vec![600, 600]);
+}
+
+#[test]
+fn dry_run_never_prints_an_error_message_as_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.jsonl", b"{\"id\": 1}\n");
+    let spec = format!(
+        "version: 1\nname: t\nsources:\n  src: {{ connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint }} }}\ntransforms:\n  far: {{ type: select, input: src, columns: {{ id: id, ts: \"to_timestamp_millis(id * 9000000000000000000)\" }} }}\nsinks:\n  out: {{ connector: stdout, input: far }}\n"
+    );
+    let spec = write(dir.path(), "spec.yaml", spec.as_bytes());
+    let out = sluice(&["run", "--quiet", "--dry-run", &spec]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("ERROR"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout} {err}");
+    assert!(err.contains("sink `out`") && err.contains("column `ts` row 1: cannot print"), "{err}");
+}
+
+#[test]
+fn parquet_conversions_that_would_round_are_bad_records() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Decimal128Array, DictionaryArray, Float64Array, Int64Array, LargeStringArray, StringViewArray,
+    };
+    use arrow::datatypes::Int32Type;
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let n = 7;
+    let id: ArrayRef = Arc::new(Int64Array::from_iter_values(1..=n));
+    // Each row from the second has one value that does not convert exactly.
+    let bad = |row: i64, good: &'static str, bad: &'static str| {
+        (1..=n).map(|i| if i == row { bad } else { good }).collect::<Vec<_>>()
+    };
+    let d: ArrayRef = Arc::new(
+        Decimal128Array::from_iter_values((1..=n).map(|i| if i == 2 { 150 } else { 100 }))
+            .with_precision_and_scale(6, 2)
+            .unwrap(),
+    );
+    let f: ArrayRef = Arc::new(Float64Array::from_iter_values((1..=n).map(|i| match i {
+        3 => 1e300,
+        4 => 0.1,
+        _ => 0.5,
+    })));
+    let big: ArrayRef = Arc::new(Int64Array::from_iter_values((1..=n).map(|i| if i == 5 { (1 << 53) + 1 } else { 5 })));
+    let ls: ArrayRef = Arc::new(LargeStringArray::from(bad(6, "7.0", "7.5")));
+    let vs: ArrayRef = Arc::new(StringViewArray::from(bad(7, "1767225600000", "soon")));
+    let dict: ArrayRef = Arc::new((1..=n).map(|_| "7.0").collect::<DictionaryArray<Int32Type>>());
+    let batch = RecordBatch::try_from_iter([
+        ("id", id),
+        ("d", d),
+        ("f", f),
+        ("big", big),
+        ("ls", ls),
+        ("vs", vs),
+        ("dict", dict),
+    ])
+    .unwrap();
+    let path = dir.path().join("in.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let source = format!(
+        "connector: file, path: \"{}\", format: parquet, schema: {{ id: bigint, d: bigint, f: float, big: double, ls: bigint, vs: timestamp, dict: bigint }}",
+        path.display()
+    );
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(dir.path()), vec![1]);
+    let good = rows(&dir.path().join("good"));
+    assert_eq!(
+        (&good[0]["d"], &good[0]["f"], &good[0]["big"], &good[0]["ls"]),
+        (&1.into(), &0.5.into(), &5.0.into(), &7.into())
+    );
+    assert!(good[0]["vs"].as_str().unwrap().starts_with("2026-01-01T00:00:00"), "{}", good[0]);
+    assert_eq!(good[0]["dict"], 7);
+    let rejects = rows(&dir.path().join("rejects"));
+    let mut locations: Vec<&str> = rejects.iter().map(|r| r["location"].as_str().unwrap()).collect();
+    locations.sort();
+    let want: Vec<String> = (2..=n).map(|r| format!("{}: row {r}", path.display())).collect();
+    assert_eq!(locations, want, "{rejects:?}");
+    let errors: Vec<&str> = rejects.iter().map(|r| r["error"].as_str().unwrap()).collect();
+    assert!(errors.contains(&"column `d`: `1.50` is not a bigint"), "{errors:?}");
+    assert!(errors.contains(&"column `big`: `9007199254740993` is not a double"), "{errors:?}");
+}
+
+#[test]
+fn a_csv_header_with_an_unclosed_quote_fails() {
+    // Otherwise the header would swallow every record of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "in.csv", b"id,\"note\n1,a\n2,b\n");
+    let source = format!("connector: file, path: \"{data}\", format: csv, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "skip");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in.csv") && err.contains("header is not closed"), "{err}");
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,12 +64,34 @@ pub fn list_files(path: &str, shown: &str) -> Result<Vec<PathBuf>, OperatorError
     Ok(files)
 }
 
-/// Files a subtask keeps open at once when it interleaves them by event time.
-const MAX_OPEN: usize = 64;
+/// Files a subtask keeps open at most when it interleaves them by event time.
+const MAX_OPEN: usize = 16;
+
+/// Files each of `subtasks` subtasks may keep open at once: [`MAX_OPEN`], or fewer so that
+/// all of them together hold at most a quarter of the process's open-file limit; at least 1.
+fn max_open_files(subtasks: usize) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the limit into `limit`.
+    let nofile = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+        _ => 1024,
+    };
+    (nofile / 4 / subtasks.max(1)).clamp(1, MAX_OPEN)
+}
 
 enum Open {
     Lines { reader: BufReader<File>, line: u64 },
-    Parquet { reader: ParquetRecordBatchReader, row: u64 },
+    Parquet { reader: ParquetRecordBatchReader, row: u64, rows: u64 },
+}
+
+impl Open {
+    /// Whether everything has been read (so the file can be closed now).
+    fn at_end(&mut self) -> std::io::Result<bool> {
+        Ok(match self {
+            Open::Lines { reader, .. } => reader.fill_buf()?.is_empty(),
+            Open::Parquet { row, rows, .. } => *row >= *rows,
+        })
+    }
 }
 
 /// One file being read.
@@ -111,8 +133,24 @@ fn scan_csv(state: &mut CsvState, line: &[u8], delimiter: u8) -> usize {
     separators
 }
 
+/// The most bytes one record may take; a longer one (a CSV quote left open, say) is a bad
+/// record, cut here, and reading goes on after the line end where it was cut.
+pub const MAX_RECORD: usize = CHUNK_BYTES;
+
+/// Appends the next line of `reader`, with its line end, to `buf`, keeping at most `room`
+/// bytes of it (the rest of a longer line is read and dropped). Returns the bytes read (0 at
+/// the end of the file) and whether the whole line was kept.
+fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>, room: usize) -> std::io::Result<(usize, bool)> {
+    let n = reader.by_ref().take(room as u64).read_until(b'\n', buf)?;
+    if n < room || (n > 0 && buf.last() == Some(&b'\n')) {
+        return Ok((n, true));
+    }
+    Ok((n + reader.skip_until(b'\n')?, false))
+}
+
 /// Reads the next chunk of records of a text file; `None` at its end. CSV records end at
-/// a line end outside quotes, so a quoted field may hold line breaks.
+/// a line end outside quotes, so a quoted field may hold line breaks; a chunk never ends
+/// inside a record.
 fn read_chunk(
     reader: &mut BufReader<File>,
     line: &mut u64,
@@ -126,9 +164,14 @@ fn read_chunk(
     let mut state = CsvState::FieldStart;
     let mut separators = 0;
     let mut open_record = false;
-    while chunk.records.len() < CHUNK_LINES && (open_record || chunk.buf.len() < CHUNK_BYTES) {
+    let mut read = 0;
+    while open_record || (chunk.records.len() < CHUNK_LINES && chunk.buf.len() < CHUNK_BYTES) {
         let before = chunk.buf.len();
-        let n = reader.read_until(b'\n', &mut chunk.buf).map_err(io)?;
+        let room = match open_record {
+            true => MAX_RECORD.saturating_sub(before - chunk.records.last().map_or(0, |r| r.0)),
+            false => MAX_RECORD,
+        };
+        let (n, kept) = read_line(reader, &mut chunk.buf, room).map_err(io)?;
         if n == 0 {
             if open_record {
                 let i = chunk.records.len() - 1;
@@ -136,9 +179,10 @@ fn read_chunk(
             }
             break;
         }
+        read += n;
         *line += 1;
         if !open_record {
-            if chunk.buf[before..].iter().all(u8::is_ascii_whitespace) {
+            if kept && chunk.buf[before..].iter().all(u8::is_ascii_whitespace) {
                 chunk.buf.truncate(before);
                 continue;
             }
@@ -150,17 +194,27 @@ fn read_chunk(
         }
         if let Some(delimiter) = csv {
             separators += scan_csv(&mut state, &chunk.buf[before..], delimiter);
+        }
+        let i = chunk.records.len() - 1;
+        if !kept {
+            let why = match state {
+                CsvState::Quoted => format!("a quoted field runs past {MAX_RECORD} bytes; is a quote unclosed?"),
+                _ => format!("the record is longer than {MAX_RECORD} bytes"),
+            };
+            chunk.bad.push((i, why));
+            open_record = false;
+            state = CsvState::FieldStart;
+        } else if csv.is_some() {
             open_record = state == CsvState::Quoted;
             if !open_record {
                 state = CsvState::FieldStart;
                 if separators + 1 != fields {
-                    let i = chunk.records.len() - 1;
                     chunk.bad.push((i, format!("expected {fields} fields, found {}", separators + 1)));
                 }
             }
         }
     }
-    OperatorMetrics::add(&metrics.bytes_read, chunk.buf.len() as u64);
+    OperatorMetrics::add(&metrics.bytes_read, read as u64);
     Ok((!chunk.records.is_empty()).then_some(chunk))
 }
 
@@ -186,7 +240,7 @@ impl Chunk {
 /// One file-source subtask.
 ///
 /// Without an event time it reads its files one after another. With one, it keeps up to
-/// [`MAX_OPEN`] files open and always reads next from the one whose event times are furthest
+/// [`max_open_files`] files open and always reads next from the one whose event times are furthest
 /// behind; its watermark is the smallest over the files it has not finished, and does not
 /// move while files wait to be opened, so a folder of files that each span the same hours
 /// gives the same answer at any parallelism.
@@ -250,7 +304,7 @@ impl FileReader {
             seen: ctx.all_splits.iter().map(PathBuf::from).collect(),
             files: mine,
             open: Vec::new(),
-            max_open: if event_time.is_some() { MAX_OPEN } else { 1 },
+            max_open: if event_time.is_some() { max_open_files(ctx.parallelism) } else { 1 },
             max_event_time: i64::MIN,
             watermark: i64::MIN,
             pending_watermark: None,
@@ -296,11 +350,15 @@ impl FileReader {
             File::open(path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
         Ok(match self.format {
             FileFormat::Parquet => {
+                let mut rows = 0;
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| b.with_batch_size(CHUNK_LINES).build())
+                    .and_then(|b| {
+                        rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
+                        b.with_batch_size(CHUNK_LINES).build()
+                    })
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
                 OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
-                Open::Parquet { reader, row: 0 }
+                Open::Parquet { reader, row: 0, rows }
             }
             _ => {
                 let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
@@ -316,14 +374,26 @@ impl FileReader {
                     let mut state = CsvState::FieldStart;
                     let mut skip = Vec::new();
                     loop {
-                        skip.clear();
-                        let n = reader.read_until(b'\n', &mut skip).map_err(io)?;
+                        let before = skip.len();
+                        let (n, kept) = read_line(&mut reader, &mut skip, MAX_RECORD - before).map_err(io)?;
                         OperatorMetrics::add(&self.metrics.bytes_read, n as u64);
+                        if n == 0 && state == CsvState::Quoted {
+                            return Err(OperatorError::new(format!(
+                                "`{}`: a quoted field of the header is not closed before the end of the file",
+                                path.display()
+                            )));
+                        }
                         if n == 0 {
                             break;
                         }
                         line += 1;
-                        scan_csv(&mut state, &skip, self.delimiter);
+                        scan_csv(&mut state, &skip[before..], self.delimiter);
+                        if !kept {
+                            return Err(OperatorError::new(format!(
+                                "`{}`: the header runs past {MAX_RECORD} bytes; is a quote unclosed?",
+                                path.display()
+                            )));
+                        }
                         if state != CsvState::Quoted {
                             break;
                         }
@@ -334,9 +404,27 @@ impl FileReader {
         })
     }
 
-    /// Decodes text records with the reused decoder of the format, into text columns.
-    fn decode(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        let result = self.decode_with(bytes);
+    /// Decodes records `idx` of `chunk` with the reused decoder of the format, into text
+    /// columns: all of them, or why not.
+    fn decode(&mut self, chunk: &Chunk, idx: &[usize]) -> Result<Option<RecordBatch>, String> {
+        let result = match self.format {
+            FileFormat::Csv => {
+                let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+                match (idx.first(), idx.last()) {
+                    (Some(&a), Some(&b)) if contiguous => {
+                        self.decode_csv(&chunk.buf[chunk.range(a).start..chunk.range(b).end])
+                    }
+                    (Some(_), Some(_)) => {
+                        let bytes: Vec<u8> =
+                            idx.iter().flat_map(|&i| chunk.buf[chunk.range(i)].iter().copied()).collect();
+                        self.decode_csv(&bytes)
+                    }
+                    _ => Ok(None),
+                }
+                .map_err(|e| e.to_string())
+            }
+            _ => self.decode_json(chunk, idx),
+        };
         if result.is_err() {
             // A decoder that failed may hold part of a record.
             self.json = None;
@@ -345,59 +433,67 @@ impl FileReader {
         result
     }
 
-    fn decode_with(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        // Both decoders take bytes until their batch is full (then they take none until
-        // flushed) or the input is used up; every byte is decoded.
+    fn decode_csv(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        if self.csv.is_none() {
+            self.csv = Some(
+                arrow::csv::ReaderBuilder::new(self.read_schema.clone())
+                    .with_header(false)
+                    .with_delimiter(self.delimiter)
+                    .with_batch_size(CHUNK_LINES)
+                    .build_decoder(),
+            );
+        }
+        let d = self.csv.as_mut().expect("built");
+        // The decoder takes bytes until its batch is full (then none until flushed) or the
+        // input is used up; every byte is decoded.
         let mut batches = Vec::new();
-        match self.format {
-            FileFormat::Csv => {
-                if self.csv.is_none() {
-                    self.csv = Some(
-                        arrow::csv::ReaderBuilder::new(self.read_schema.clone())
-                            .with_header(false)
-                            .with_delimiter(self.delimiter)
-                            .with_batch_size(CHUNK_LINES)
-                            .build_decoder(),
-                    );
-                }
-                let d = self.csv.as_mut().expect("built");
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    rest = &rest[n..];
-                    if d.capacity() == 0 {
-                        batches.extend(d.flush()?);
-                    } else if n == 0 {
-                        break;
-                    }
-                }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = d.decode(rest)?;
+            rest = &rest[n..];
+            if d.capacity() == 0 {
                 batches.extend(d.flush()?);
-            }
-            _ => {
-                if self.json.is_none() {
-                    self.json = Some(
-                        arrow::json::ReaderBuilder::new(self.read_schema.clone())
-                            .with_coerce_primitive(true)
-                            .with_batch_size(CHUNK_LINES)
-                            .build_decoder()?,
-                    );
-                }
-                let d = self.json.as_mut().expect("built");
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    rest = &rest[n..];
-                    if n == 0 {
-                        // Full: flush, or stop if flushing frees nothing (input it cannot take).
-                        match d.flush()? {
-                            Some(b) => batches.push(b),
-                            None => break,
-                        }
-                    }
-                }
-                batches.extend(d.flush()?);
+            } else if n == 0 {
+                break;
             }
         }
+        batches.extend(d.flush()?);
+        self.concat(batches)
+    }
+
+    /// JSON lines are decoded one at a time, each required to hold exactly one value: a
+    /// line holding two must not make up for a value split over two lines.
+    fn decode_json(&mut self, chunk: &Chunk, idx: &[usize]) -> Result<Option<RecordBatch>, String> {
+        if self.json.is_none() {
+            let builder = arrow::json::ReaderBuilder::new(self.read_schema.clone())
+                .with_coerce_primitive(true)
+                .with_batch_size(CHUNK_LINES);
+            self.json = Some(builder.build_decoder().map_err(|e| e.to_string())?);
+        }
+        let d = self.json.as_mut().expect("built");
+        let mut batches = Vec::new();
+        for &i in idx {
+            if d.len() >= CHUNK_LINES {
+                batches.extend(d.flush().map_err(|e| e.to_string())?);
+            }
+            let line = &chunk.buf[chunk.range(i)];
+            let before = d.len();
+            let n = d.decode(line).map_err(|e| e.to_string())?;
+            if d.has_partial_record() {
+                return Err("the line ends inside its JSON value".into());
+            }
+            if n < line.len() {
+                return Err("expected one record on the line, found more".into());
+            }
+            if d.len() != before + 1 {
+                return Err(format!("expected one record on the line, found {}", d.len() - before));
+            }
+        }
+        batches.extend(d.flush().map_err(|e| e.to_string())?);
+        self.concat(batches).map_err(|e| e.to_string())
+    }
+
+    fn concat(&self, mut batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         match batches.len() {
             0 => Ok(None),
             1 => Ok(batches.pop()),
@@ -414,23 +510,16 @@ impl FileReader {
         good: &mut Vec<(RecordBatch, Vec<usize>)>,
         bad: &mut Vec<(usize, String)>,
     ) {
-        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
-        let copied;
-        let bytes = match (idx.first(), idx.last()) {
-            (Some(&a), Some(&b)) if contiguous => &chunk.buf[chunk.range(a).start..chunk.range(b).end],
-            (Some(_), Some(_)) => {
-                copied = idx.iter().flat_map(|&i| chunk.buf[chunk.range(i)].iter().copied()).collect::<Vec<u8>>();
-                &copied[..]
-            }
-            _ => return,
-        };
-        match self.decode(bytes) {
+        if idx.is_empty() {
+            return;
+        }
+        match self.decode(chunk, idx) {
             Ok(Some(b)) if b.num_rows() == idx.len() => good.push((b, idx.to_vec())),
             Ok(b) if idx.len() == 1 => {
                 let n = b.map_or(0, |b| b.num_rows());
                 bad.push((idx[0], format!("expected one record on the line, found {n}")));
             }
-            Err(e) if idx.len() == 1 => bad.push((idx[0], e.to_string())),
+            Err(e) if idx.len() == 1 => bad.push((idx[0], e)),
             _ => {
                 let (left, right) = idx.split_at(idx.len() / 2);
                 self.decode_records(chunk, left, good, bad);
@@ -473,10 +562,9 @@ impl FileReader {
         let known: HashSet<usize> = bad.iter().map(|b| b.0).collect();
         let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
         let mut good = Vec::new();
-        let whole = idx.first().map(|&a| chunk.range(a).start..chunk.range(*idx.last().expect("one")).end);
-        let bulk = match (&whole, chunk.bad.is_empty()) {
-            (Some(r), true) => self.decode(&chunk.buf[r.clone()]).ok().flatten().filter(|b| b.num_rows() == idx.len()),
-            _ => None,
+        let bulk = match chunk.bad.is_empty() {
+            true => self.decode(&chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len()),
+            false => None,
         };
         if let Some(b) = bulk {
             good.push((b, idx));
@@ -542,7 +630,7 @@ impl FileReader {
         let split = &mut self.open[s];
         let path = split.path.clone();
         match &mut split.open {
-            Open::Parquet { reader, row } => match reader.next() {
+            Open::Parquet { reader, row, .. } => match reader.next() {
                 Some(Ok(b)) => {
                     let first = *row;
                     *row += b.num_rows() as u64;
@@ -605,6 +693,15 @@ impl SourceReader for FileReader {
                     if let Some(m) = self.event_time.and_then(|c| crate::runtime::task::max_event_time(&b, c)) {
                         self.open[s].max_event_time = self.open[s].max_event_time.max(m);
                         self.max_event_time = self.max_event_time.max(m);
+                    }
+                    // A file read to its end is closed now, not when it is next in turn.
+                    let split = &mut self.open[s];
+                    if split
+                        .open
+                        .at_end()
+                        .map_err(|e| OperatorError::new(format!("reading `{}`: {e}", split.path.display())))?
+                    {
+                        self.open.remove(s);
                     }
                     self.advance_watermark();
                     if b.num_rows() > 0 {

@@ -6,12 +6,16 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
+    PrimitiveArray, StringArray, TimestampMillisecondArray,
 };
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
-use arrow::compute::{cast, filter};
-use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
+use arrow::compute::kernels::cmp::distinct;
+use arrow::compute::{cast, filter, max, min};
+use arrow::datatypes::{
+    DataType, Date32Type, Date64Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -53,32 +57,24 @@ pub fn exact_integer(text: &str) -> Option<i128> {
     if (int.is_empty() && frac.is_empty()) || !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return None;
     }
-    let mut digits: Vec<u8> = int.iter().chain(frac).copied().collect();
-    let mut e = exp.checked_sub(frac.len() as i64)?;
-    while e < 0 {
-        match digits.last() {
-            Some(b'0') => {
-                digits.pop();
-                e += 1;
-            }
-            Some(_) => return None,
-            None => e = 0,
-        }
+    // The digits of int and frac in turn, without copying them.
+    let digit = |i: usize| if i < int.len() { int[i] } else { frac[i - int.len()] };
+    let mut end = int.len() + frac.len();
+    let mut e = exp.saturating_sub(frac.len() as i64);
+    // Trailing zeros cancel a negative exponent; any other digit left after the point is a fraction.
+    while e < 0 && end > 0 && digit(end - 1) == b'0' {
+        end -= 1;
+        e += 1;
     }
-    let digits = &digits[digits.iter().position(|c| *c != b'0').unwrap_or(digits.len())..];
-    if digits.is_empty() {
+    let start = (0..end).find(|&i| digit(i) != b'0').unwrap_or(end);
+    if start == end {
         return Some(0);
     }
-    if digits.len() as i64 + e > 20 {
+    // At most 20 digits, so the loop below is short and cannot overflow.
+    if e < 0 || ((end - start) as i64).checked_add(e).is_none_or(|n| n > 20) {
         return None;
     }
-    let mut v: i128 = 0;
-    for d in digits {
-        v = v * 10 + i128::from(d - b'0');
-    }
-    for _ in 0..e {
-        v *= 10;
-    }
+    let v = (start..end).fold(0i128, |v, i| v * 10 + i128::from(digit(i) - b'0')) * 10i128.pow(e as u32);
     Some(if neg { -v } else { v })
 }
 
@@ -102,78 +98,54 @@ fn out_of_range(field: &Field, value: impl std::fmt::Display) -> String {
     format!("column `{}`: {value} is outside the range of {}", field.name(), type_name(field.data_type()))
 }
 
+/// Each value of `col` parsed by `parse`; a value it refuses is a row error.
+fn parse_each<T, A: FromIterator<Option<T>>>(
+    col: &StringArray,
+    field: &Field,
+    errors: &mut RowErrors,
+    parse: impl Fn(&str) -> Option<T>,
+) -> A {
+    (0..col.len())
+        .map(|i| {
+            if col.is_null(i) {
+                return None;
+            }
+            let s = col.value(i);
+            let v = parse(s);
+            if v.is_none() {
+                errors.push((i, not_a(field, s)));
+            }
+            v
+        })
+        .collect()
+}
+
 /// Text values converted to `field`'s type; rows that do not convert go to `errors`.
 fn from_text(col: &StringArray, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
-    let ty = field.data_type();
-    let mut bad = |i: usize, why: String| errors.push((i, why));
-    Ok(match ty {
+    Ok(match field.data_type() {
         DataType::Utf8 => Arc::new(col.clone()),
-        DataType::Int32 | DataType::Int64 => {
-            let values: Vec<Option<i64>> = (0..col.len())
-                .map(|i| {
-                    if col.is_null(i) {
-                        return None;
-                    }
-                    let s = col.value(i);
-                    let v = exact_integer(s).and_then(|v| match ty {
-                        DataType::Int32 => i32::try_from(v).ok().map(i64::from),
-                        _ => i64::try_from(v).ok(),
-                    });
-                    if v.is_none() {
-                        bad(i, not_a(field, s));
-                    }
-                    v
-                })
-                .collect();
-            match ty {
-                DataType::Int32 => {
-                    Arc::new(values.into_iter().map(|v| v.map(|v| v as i32)).collect::<Int32Array>()) as ArrayRef
-                }
-                _ => Arc::new(Int64Array::from(values)),
-            }
-        }
+        DataType::Int32 => Arc::new(parse_each::<_, Int32Array>(col, field, errors, |s| {
+            exact_integer(s).and_then(|v| i32::try_from(v).ok())
+        })),
+        DataType::Int64 => Arc::new(parse_each::<_, Int64Array>(col, field, errors, |s| {
+            exact_integer(s).and_then(|v| i64::try_from(v).ok())
+        })),
         DataType::Timestamp(TimeUnit::Millisecond, tz) => {
-            let values: TimestampMillisecondArray = (0..col.len())
-                .map(|i| {
-                    if col.is_null(i) {
-                        return None;
-                    }
-                    let s = col.value(i);
-                    let ms = match exact_integer(s) {
-                        Some(v) => i64::try_from(v).ok().filter(|v| valid_millis(*v)),
-                        None => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_millis()),
-                    };
-                    if ms.is_none() {
-                        bad(i, not_a(field, s));
-                    }
-                    ms
-                })
-                .collect();
+            let values: TimestampMillisecondArray = parse_each(col, field, errors, |s| match exact_integer(s) {
+                Some(v) => i64::try_from(v).ok().filter(|v| valid_millis(*v)),
+                None => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_millis()),
+            });
             Arc::new(values.with_timezone_opt(tz.clone()))
         }
-        DataType::Date32 => Arc::new(
-            (0..col.len())
-                .map(|i| {
-                    if col.is_null(i) {
-                        return None;
-                    }
-                    let s = col.value(i);
-                    let days = match exact_integer(s) {
-                        Some(v) => i32::try_from(v).ok().filter(|v| valid_days(*v)),
-                        None => Date32Type::parse(s),
-                    };
-                    if days.is_none() {
-                        bad(i, not_a(field, s));
-                    }
-                    days
-                })
-                .collect::<Date32Array>(),
-        ),
-        _ => {
+        DataType::Date32 => Arc::new(parse_each::<_, Date32Array>(col, field, errors, |s| match exact_integer(s) {
+            Some(v) => i32::try_from(v).ok().filter(|v| valid_days(*v)),
+            None => Date32Type::parse(s),
+        })),
+        ty => {
             let out = cast(col, ty)?;
             for i in 0..col.len() {
                 if col.is_valid(i) && out.is_null(i) {
-                    bad(i, not_a(field, col.value(i)));
+                    errors.push((i, not_a(field, col.value(i))));
                 }
             }
             out
@@ -223,20 +195,43 @@ fn check_range(col: &ArrayRef, field: &Field, errors: &mut RowErrors) {
     }
 }
 
+/// Whether a cast between these types is checked by casting back: numbers and booleans,
+/// where a cast may round (decimal to integer, double to float, a large bigint to double).
+fn round_trips(t: &DataType) -> bool {
+    t.is_numeric() || *t == DataType::Boolean
+}
+
+/// Whether `t` holds text (in any layout), converted as CSV and JSON text is.
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
+}
+
 /// One column of a batch in `field`'s type; rows that do not convert go to `errors`.
 fn convert(col: &ArrayRef, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
     let target = field.data_type();
     let out = if let Some(text) = col.as_any().downcast_ref::<StringArray>() {
         return from_text(text, field, errors);
+    } else if is_text(col.data_type()) {
+        let text = cast(col, &DataType::Utf8)?;
+        return from_text(text.as_string::<i32>(), field, errors);
     } else if col.data_type() == target {
         col.clone()
     } else if col.data_type().is_floating() && target.is_integer() {
         from_float(col, field, errors)?
     } else {
         let out = cast(col, target)?;
+        // A value that does not come back unchanged was rounded, truncated or overflowed.
+        let changed = match round_trips(col.data_type()) && round_trips(target) {
+            true => Some(distinct(&cast(&out, col.data_type())?, col)?),
+            false => None,
+        };
         let shown = arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &Default::default())?;
         for i in 0..col.len() {
-            if col.is_valid(i) && out.is_null(i) {
+            if col.is_valid(i) && (out.is_null(i) || changed.as_ref().is_some_and(|c| c.value(i))) {
                 errors.push((i, not_a(field, &shown.value(i).to_string())));
             }
         }
@@ -299,25 +294,49 @@ impl From<ArrowError> for ConformError {
     }
 }
 
-/// Fails if a value of `batch` cannot be printed (a timestamp outside the calendar, say), so
-/// writers that print values never write an error message in place of one.
-pub fn check_printable(batch: &RecordBatch) -> Result<(), ArrowError> {
+/// The smallest and largest value of a primitive column, as a column of the same type.
+fn extremes<T: ArrowPrimitiveType>(col: &dyn Array) -> ArrayRef {
+    let a = col.as_primitive::<T>();
+    let values = [min(a), max(a)].into_iter().flatten();
+    Arc::new(PrimitiveArray::<T>::from_iter_values(values).with_data_type(col.data_type().clone()))
+}
+
+/// Fails on the first value of `col` that cannot be printed, naming its row.
+fn print_each(col: &dyn Array, name: &str) -> Result<(), ArrowError> {
     let options = arrow::util::display::FormatOptions::new().with_display_error(false);
+    let f = arrow::util::display::ArrayFormatter::try_new(col, &options)?;
+    let mut s = String::new();
+    for i in 0..col.len() {
+        s.clear();
+        f.value(i).write(&mut s).map_err(|e| {
+            ArrowError::ComputeError(format!("column `{name}` row {}: cannot print the value: {e}", i + 1))
+        })?;
+    }
+    Ok(())
+}
+
+/// Fails if a value of `batch` cannot be printed (a timestamp outside the calendar, say), so
+/// writers that print values never write an error message in place of one. Timestamps and
+/// dates print for a contiguous range of values, so only a column's smallest and largest
+/// values are tried (the column is searched only if one fails); times and nested values are
+/// tried one by one.
+pub fn check_printable(batch: &RecordBatch) -> Result<(), ArrowError> {
     for (col, field) in batch.columns().iter().zip(batch.schema().fields()) {
-        if !field.data_type().is_temporal() && !field.data_type().is_nested() {
-            continue;
-        }
-        let f = arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &options)?;
-        let mut s = String::new();
-        for i in 0..col.len() {
-            s.clear();
-            f.value(i).write(&mut s).map_err(|e| {
-                ArrowError::ComputeError(format!(
-                    "column `{}` row {}: cannot print the value: {e}",
-                    field.name(),
-                    i + 1
-                ))
-            })?;
+        let extremes = match col.data_type() {
+            DataType::Timestamp(TimeUnit::Second, _) => extremes::<TimestampSecondType>(col),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => extremes::<TimestampMillisecondType>(col),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => extremes::<TimestampMicrosecondType>(col),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => extremes::<TimestampNanosecondType>(col),
+            DataType::Date32 => extremes::<Date32Type>(col),
+            DataType::Date64 => extremes::<Date64Type>(col),
+            t if t.is_nested() || matches!(t, DataType::Time32(_) | DataType::Time64(_)) => {
+                print_each(col.as_ref(), field.name())?;
+                continue;
+            }
+            _ => continue,
+        };
+        if print_each(extremes.as_ref(), field.name()).is_err() {
+            print_each(col.as_ref(), field.name())?;
         }
     }
     Ok(())
@@ -326,6 +345,39 @@ pub fn check_printable(batch: &RecordBatch) -> Result<(), ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unprintable_values_are_found_by_row() {
+        use arrow::array::{Date64Array, Time32SecondArray, TimestampNanosecondArray, TimestampSecondArray};
+        let check = |col: ArrayRef| {
+            let batch = RecordBatch::try_from_iter([("c", col)]).unwrap();
+            check_printable(&batch).map_err(|e| e.to_string())
+        };
+        let bad: [(ArrayRef, usize); 6] = [
+            (Arc::new(TimestampSecondArray::from(vec![Some(0), None, Some(i64::MAX), Some(1)])), 3),
+            (Arc::new(TimestampMillisecondArray::from(vec![1, i64::MIN]).with_timezone("+01:00")), 2),
+            (Arc::new(Date32Array::from(vec![i32::MAX, 0])), 1),
+            (Arc::new(Date64Array::from(vec![0, 1, i64::MAX])), 3),
+            (Arc::new(Time32SecondArray::from(vec![0, 86_400])), 2),
+            (Arc::new(TimestampMillisecondArray::from(vec![0, 8_210_266_876_799_999, 8_210_266_876_800_000])), 3),
+        ];
+        for (col, row) in bad {
+            let err = check(col.clone()).expect_err(&format!("{col:?}"));
+            assert!(err.contains(&format!("column `c` row {row}: cannot print")), "{err}");
+        }
+        let good: [ArrayRef; 3] = [
+            Arc::new(TimestampNanosecondArray::from(vec![i64::MIN, i64::MAX])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                Some(-8_334_601_228_800_000),
+                None,
+                Some(8_210_266_876_799_999),
+            ])),
+            Arc::new(Date32Array::from(vec![None, Some(0)])),
+        ];
+        for col in good {
+            assert_eq!(check(col.clone()), Ok(()), "{col:?}");
+        }
+    }
 
     #[test]
     fn exact_integers() {
@@ -344,6 +396,17 @@ mod tests {
             (" 7", None),
             ("1e999999", None),
             ("9223372036854775807", Some(i64::MAX as i128)),
+            ("1e9223372036854775807", None),
+            ("10e9223372036854775806", None),
+            ("-1e9223372036854775807", None),
+            ("0e9223372036854775807", Some(0)),
+            ("1e-9223372036854775808", None),
+            ("0.000e-9223372036854775808", Some(0)),
+            ("100e-2", Some(1)),
+            ("1.0e19", Some(10_000_000_000_000_000_000)),
+            ("1.0e20", None),
+            ("1e21", None),
+            ("00012.50e1", Some(125)),
         ] {
             assert_eq!(exact_integer(text), want, "{text}");
         }
