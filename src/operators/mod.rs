@@ -42,8 +42,9 @@ pub trait Transform {
     /// Type-checks the transform against its input schemas (in the order of
     /// [`Transform::inputs`]) and returns its outputs. Problems go to `cx` under `ptr`.
     fn check(&self, cx: &mut Checker, ptr: &str, inputs: &[(&str, &StreamSchema)]) -> Option<Outputs>;
-    /// How rows reach its subtasks.
-    fn partitioning(&self) -> InputPartitioning {
+    /// How rows of input `input` (by position in [`Transform::inputs`]) reach its subtasks;
+    /// each input is partitioned on its own, by its own key columns.
+    fn partitioning(&self, _input: usize) -> InputPartitioning {
         InputPartitioning::Forward
     }
     /// Subtasks requested, if it overrides the pipeline's parallelism.

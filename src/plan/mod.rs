@@ -139,6 +139,8 @@ pub struct Edge {
     /// producer sends only them (and `schema` lists only them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
+    /// Which input of the consumer this edge feeds (its position in the consumer's inputs).
+    pub input: usize,
 }
 
 /// A chain of operators running as one task.
@@ -216,7 +218,8 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     // Operator id → its index in `ops`, so lookups stay constant-time on long chains.
     let mut index: HashMap<String, usize> = HashMap::new();
     // (consumer, stream, what the consumer needs)
-    let mut wants: Vec<(String, String, InputPartitioning)> = Vec::new();
+    // (consumer, stream, partitioning, which input of the consumer it feeds)
+    let mut wants: Vec<(String, String, InputPartitioning, usize)> = Vec::new();
     for (name, s) in &p.sources {
         let c = s.get();
         index.insert(name.clone(), ops.len());
@@ -238,20 +241,19 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             continue;
         }
         let c = t.get();
-        let need = c.partitioning();
+        let needs: Vec<InputPartitioning> = (0..c.inputs().len()).map(|i| c.partitioning(i)).collect();
+        let single = needs.contains(&InputPartitioning::Single);
+        let forward = needs.iter().all(|n| *n == InputPartitioning::Forward);
         let single_inputs = c.inputs().iter().all(|(input, _)| {
             let producer = &v.streams[*input].producer;
             index.get(producer).is_some_and(|&i| ops[i].parallelism == 1)
         });
-        let parallelism = if need == InputPartitioning::Single
-            || (ordered_inputs && need == InputPartitioning::Forward && single_inputs)
-        {
-            1
-        } else {
-            c.parallelism().unwrap_or(default)
-        };
-        for (input, _) in c.inputs() {
-            wants.push((stream.producer.clone(), input.to_string(), need.clone()));
+        let parallelism =
+            if single || (ordered_inputs && forward && single_inputs) { 1 } else { c.parallelism().unwrap_or(default) };
+        // Each input is partitioned on its own (its own key columns); an operator reading one
+        // stream twice, as a self-join does, has two inputs and two edges.
+        for (i, ((input, _), need)) in c.inputs().into_iter().zip(needs).enumerate() {
+            wants.push((stream.producer.clone(), input.to_string(), need, i));
         }
         index.insert(stream.producer.clone(), ops.len());
         ops.push(Operator {
@@ -266,7 +268,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     }
     for (name, s) in &p.sinks {
         let c = s.get();
-        wants.push((name.clone(), c.input().to_string(), InputPartitioning::Forward));
+        wants.push((name.clone(), c.input().to_string(), InputPartitioning::Forward, 0));
         let producer = &v.streams[c.input()].producer;
         let single_input = index.get(producer).is_some_and(|&i| ops[i].parallelism == 1);
         index.insert(name.clone(), ops.len());
@@ -283,7 +285,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     let par: HashMap<String, u32> = ops.iter().map(|o| (o.id.clone(), o.parallelism)).collect();
     let mut edges: Vec<Edge> = wants
         .into_iter()
-        .map(|(to, stream, need)| {
+        .map(|(to, stream, need, input)| {
             let s = &v.streams[&stream];
             let from = s.schema.clone();
             let producer = v.streams[&stream].producer.clone();
@@ -303,6 +305,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
                 event_time: from.event_time.clone(),
                 schema: columns(&from.schema),
                 columns: None,
+                input,
             }
         })
         .collect();

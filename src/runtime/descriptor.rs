@@ -76,11 +76,6 @@ pub struct DeploymentDescriptor {
     pub input_columns: Vec<Option<Vec<String>>>,
 }
 
-/// Which input of operator `to` the stream `stream` feeds.
-fn input_index(v: &Validated, to: &str, stream: &str) -> usize {
-    v.pipeline.transforms.get(to).and_then(|t| t.get().inputs().iter().position(|(n, _)| *n == stream)).unwrap_or(0)
-}
-
 /// The partitioner of edge `e`; a hash key that is not a column of the stream is an error.
 fn partitioner(v: &Validated, e: &plan::Edge) -> Result<Partitioner, JobError> {
     Ok(match &e.partitioning {
@@ -134,7 +129,7 @@ pub fn build(
             }
             None => None,
         };
-        let input = input_index(v, &e.to, &e.stream);
+        let input = e.input;
         let (from_task, to_task) = (task_of[e.from.as_str()], task_of[e.to.as_str()]);
         for u in 0..par[e.from.as_str()] {
             let producer = SubtaskId { task: from_task, subtask: u };
@@ -189,10 +184,11 @@ pub fn build(
                     .get()
                     .inputs()
                     .iter()
-                    .map(|(stream, _)| {
+                    .enumerate()
+                    .map(|(i, _)| {
                         plan.edges
                             .iter()
-                            .find(|e| !e.chained && &e.to == head && e.stream == *stream)
+                            .find(|e| !e.chained && &e.to == head && e.input == i)
                             .and_then(|e| e.columns.clone())
                     })
                     .collect(),

@@ -161,3 +161,22 @@ fn failures_carry_their_domain_and_whether_a_retry_can_help() {
     assert_eq!(e.operator, "o");
     assert_eq!((e.error.domain, e.error.retryable), (ErrorDomain::External, false), "{e}");
 }
+
+/// An operator that reads one stream twice (as a self-join will) has two inputs: two edges,
+/// and its channels say which input each feeds.
+#[test]
+fn a_stream_read_twice_feeds_two_inputs() {
+    let v = validated(
+        "version: 1\nname: self\nparallelism: 2\nsources:\n  a: { connector: datagen, count: 10, schema: { x: bigint } }\n\
+         transforms:\n  both: { type: union, inputs: [a, a] }\nsinks:\n  o: { connector: blackhole, input: both }\n",
+    );
+    let plan = plan::build(&v);
+    let into: Vec<usize> = plan.edges.iter().filter(|e| e.to == "both").map(|e| e.input).collect();
+    assert_eq!(into, [0, 1]);
+    let descriptors = descriptor::build(&v, &plan, &HashMap::new()).unwrap();
+    for d in descriptors.iter().filter(|d| d.chain[0] == "both") {
+        let mut inputs: Vec<usize> = d.inputs.iter().map(|c| c.input).collect();
+        inputs.sort_unstable();
+        assert_eq!(inputs, [0, 0, 1, 1], "two producer subtasks on each of two inputs");
+    }
+}

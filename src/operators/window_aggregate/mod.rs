@@ -211,7 +211,7 @@ impl Transform for WindowAggregate {
         Some(Outputs { main, side })
     }
 
-    fn partitioning(&self) -> InputPartitioning {
+    fn partitioning(&self, _input: usize) -> InputPartitioning {
         if self.key.is_empty() { InputPartitioning::Single } else { InputPartitioning::Hash(self.key.clone()) }
     }
 
