@@ -81,6 +81,10 @@ impl SourceReader for TestReader {
     fn explicit_watermarks(&self) -> bool {
         true
     }
+
+    fn exact_watermarks(&self) -> bool {
+        true
+    }
 }
 
 /// What a subtask's thread tells its executor.

@@ -251,6 +251,12 @@ pub trait SourceReader: Send {
     fn explicit_watermarks(&self) -> bool {
         false
     }
+    /// Whether every watermark the reader gives must reach downstream as given (the watermarks
+    /// a `sluice test` writes); otherwise a source sends its watermark at most every
+    /// [`task::WATERMARK_INTERVAL`], as Flink's periodic watermarks do.
+    fn exact_watermarks(&self) -> bool {
+        false
+    }
 }
 
 /// Counters of one operator across its subtasks, read live by the controller.

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions,
+};
 
 use super::backend::{Entries, StateBackend, StateDescriptor, StateError, StateResult, TableId};
 
@@ -105,7 +107,13 @@ impl StateBackend for RocksDbBackend {
     fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
         let cf = self.cf(table)?;
         let end = end.map(<[u8]>::to_vec);
-        let iter = self.db().iterator_cf(cf, IteratorMode::From(start, Direction::Forward));
+        // Bounds let RocksDB stop at `end` instead of walking deleted entries past it.
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(start.to_vec());
+        if let Some(end) = &end {
+            read.set_iterate_upper_bound(end.clone());
+        }
+        let iter = self.db().iterator_cf_opt(cf, read, IteratorMode::From(start, Direction::Forward));
         Ok(Box::new(iter.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(rocks_error)).take_while(
             move |r| match (r, &end) {
                 (Ok((k, _)), Some(end)) => k.as_slice() < end.as_slice(),

@@ -141,27 +141,58 @@ fn timers_fire_in_time_order_once() {
         timers.delete(b, k(7, b"c"), -3, &W1).unwrap();
         timers.register(b, k(7, b"c"), -4, &W1).unwrap();
 
-        let due = timers.take_due(b, 0..8, 9).unwrap();
+        let due = timers.take_due(b, 0..8, 9, usize::MAX).unwrap();
         let got: Vec<(i64, u16, &[u8])> = due.iter().map(|d| (d.time, d.key_group, d.key.as_slice())).collect();
         assert_eq!(got, vec![(-4, 7, &b"c"[..]), (9, 2, &b"b"[..]), (9, 5, &b"a"[..])], "{name}");
         assert_eq!(due[2].namespace, W1, "{name}");
-        assert!(timers.take_due(b, 0..8, 9).unwrap().is_empty(), "{name}: fired timers are gone");
-        let later = timers.take_due(b, 0..8, i64::MAX).unwrap();
+        assert!(timers.take_due(b, 0..8, 9, usize::MAX).unwrap().is_empty(), "{name}: fired timers are gone");
+        let later = timers.take_due(b, 0..8, i64::MAX, usize::MAX).unwrap();
         assert_eq!(later.len(), 1, "{name}");
         assert_eq!((later[0].time, later[0].namespace), (19, W2), "{name}");
-        assert_eq!(timers.take_due(b, 9..10, i64::MAX).unwrap().len(), 1, "{name}");
+        assert_eq!(timers.take_due(b, 9..10, i64::MAX, usize::MAX).unwrap().len(), 1, "{name}");
 
         // After the first scan only key groups that can have a due timer are scanned: a timer
         // registered since then is still found, and so is one a fresh handle (a restore) sees.
         timers.register(b, k(6, b"d"), 30, &W2).unwrap();
         timers.register(b, k(1, b"e"), 40, &W2).unwrap();
-        assert!(timers.take_due(b, 0..8, 29).unwrap().is_empty(), "{name}");
-        let got: Vec<i64> = timers.take_due(b, 0..8, 35).unwrap().iter().map(|d| d.time).collect();
+        assert!(timers.take_due(b, 0..8, 29, usize::MAX).unwrap().is_empty(), "{name}");
+        let got: Vec<i64> = timers.take_due(b, 0..8, 35, usize::MAX).unwrap().iter().map(|d| d.time).collect();
         assert_eq!(got, vec![30], "{name}");
         let mut restored = Timers::<WindowNs>::new(3);
-        let got: Vec<i64> = restored.take_due(b, 0..8, 50).unwrap().iter().map(|d| d.time).collect();
+        let got: Vec<i64> = restored.take_due(b, 0..8, 50, usize::MAX).unwrap().iter().map(|d| d.time).collect();
         assert_eq!(got, vec![40], "{name}");
-        assert!(timers.take_due(b, 0..8, 50).unwrap().is_empty(), "{name}: the other handle fired it");
+        assert!(timers.take_due(b, 0..8, 50, usize::MAX).unwrap().is_empty(), "{name}: the other handle fired it");
+    }
+}
+
+#[test]
+fn timers_fire_in_bounded_steps() {
+    for (name, make) in BACKENDS {
+        let (mut b, _dir) = make();
+        let b = b.as_mut();
+        let mut timers = Timers::<WindowNs>::new(3);
+        for i in 0..10i64 {
+            timers.register(b, k((i % 3) as u16, format!("k{i}").as_bytes()), i % 4, &W1).unwrap();
+        }
+        timers.register(b, k(1, b"later"), 100, &W1).unwrap();
+        let mut all = Vec::new();
+        loop {
+            let step = timers.take_due(b, 0..3, 50, 3).unwrap();
+            assert!(step.len() <= 3, "{name}");
+            if step.is_empty() {
+                break;
+            }
+            all.extend(step.into_iter().map(|d| (d.key_group, d.time, d.key)));
+        }
+        assert_eq!(all.len(), 10, "{name}: every due timer once: {all:?}");
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 10, "{name}");
+        for w in all.windows(2).filter(|w| w[0].0 == w[1].0) {
+            assert!(w[0].1 <= w[1].1, "{name}: by time within a key group: {all:?}");
+        }
+        assert_eq!(timers.take_due(b, 0..3, 100, 3).unwrap().len(), 1, "{name}");
     }
 }
 

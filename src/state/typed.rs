@@ -240,43 +240,63 @@ impl<N: Codec> Timers<N> {
         b.delete(self.table, &timer_key(k.key_group, time, k.key, &ns.to_bytes()))
     }
 
-    /// Removes and returns every timer at or before `watermark` in `key_groups`, by time, then
-    /// key group, then key.
+    /// Removes and returns up to `limit` timers at or before `watermark` in `key_groups`, by
+    /// time within a key group (call again until it returns none: a watermark that makes
+    /// millions of timers due is worked off in bounded steps).
     pub fn take_due(
         &mut self,
         b: &mut dyn StateBackend,
         key_groups: Range<u16>,
         watermark: i64,
+        limit: usize,
     ) -> StateResult<Vec<DueTimer<N>>> {
-        let scan: Vec<u16> = if self.known {
-            let mut kgs: Vec<u16> = self
-                .earliest
-                .iter()
-                .filter(|(kg, t)| key_groups.contains(kg) && **t <= watermark)
-                .map(|(kg, _)| *kg)
-                .collect();
-            kgs.sort_unstable();
-            kgs
-        } else {
-            key_groups.collect()
-        };
-        self.known = true;
+        if !self.known {
+            // A fresh or restored backend: find each key group's earliest timer once.
+            for kg in key_groups.clone() {
+                let start = kg.to_be_bytes();
+                let end = prefix_end(&start).expect("a key group below 0xffff");
+                if let Some(first) = b.range(self.table, &start, Some(&end))?.next() {
+                    let (_, time, _, _) = split_timer_key(&first?.0)?;
+                    let earliest = self.earliest.entry(kg).or_insert(time);
+                    *earliest = (*earliest).min(time);
+                }
+            }
+            self.known = true;
+        }
+        let mut scan: Vec<(u16, i64)> = self
+            .earliest
+            .iter()
+            .filter(|(kg, t)| key_groups.contains(kg) && **t <= watermark)
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        scan.sort_unstable();
         let mut keys = Vec::new();
         let mut due = Vec::new();
-        for kg in scan {
-            let start = kg.to_be_bytes();
-            // Timers of this key group up to and including `watermark`.
+        for (kg, from) in scan {
+            // From the earliest timer on (not the start of the key group: fired timers are
+            // deleted, and RocksDB would walk their tombstones), up to `watermark`.
+            let mut start = timer_key(kg, from, &[], &[]);
+            start.truncate(10);
             let mut end = timer_key(kg, watermark, &[], &[]);
             end.truncate(10);
             let end = prefix_end(&end).expect("a key group below 0xffff");
+            let mut cut_at = None;
             for e in b.range(self.table, &start, Some(&end))? {
                 let (key, _) = e?;
                 let (key_group, time, k, ns) = split_timer_key(&key)?;
+                if due.len() == limit {
+                    cut_at = Some(time);
+                    break;
+                }
                 due.push(DueTimer { time, key_group, key: k.to_vec(), namespace: N::decode(ns)? });
                 keys.push(key);
             }
+            if let Some(time) = cut_at {
+                self.earliest.insert(kg, time);
+                break;
+            }
             // The next timer of this key group, if any, bounds it from now on.
-            let group_end = prefix_end(&start).expect("a key group below 0xffff");
+            let group_end = prefix_end(&kg.to_be_bytes()).expect("a key group below 0xffff");
             match b.range(self.table, &end, Some(&group_end))?.next() {
                 Some(next) => {
                     let (_, time, _, _) = split_timer_key(&next?.0)?;

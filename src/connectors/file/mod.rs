@@ -333,6 +333,10 @@ impl<T: SourceReader> SourceReader for Redacted<T> {
     fn explicit_watermarks(&self) -> bool {
         self.inner.explicit_watermarks()
     }
+
+    fn exact_watermarks(&self) -> bool {
+        self.inner.exact_watermarks()
+    }
 }
 
 impl<T: Operator> Operator for Redacted<T> {

@@ -228,6 +228,10 @@ impl Transform for WindowAggregate {
     }
 
     fn reads(&self, input: &StreamSchema) -> Option<Vec<String>> {
+        // Late rows leave whole, with every column of the input.
+        if self.late_output.is_some() {
+            return None;
+        }
         let mut read: Vec<String> = self.key.clone();
         read.extend(input.event_time.clone());
         let df = datafusion::common::DFSchema::try_from(input.schema.as_ref().clone()).ok()?;

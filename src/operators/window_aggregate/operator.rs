@@ -120,6 +120,9 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// Timers fired per step of one watermark.
+const FIRE_STEP: usize = 8192;
+
 /// The states a window aggregate declares, in table order: accumulators, then timers.
 pub fn descriptors(window: &Window) -> Vec<StateDescriptor> {
     let acc = match window {
@@ -823,15 +826,22 @@ impl Operator for WindowOperator {
             return Ok(());
         }
         self.watermark = watermark;
-        let due = self.timers.take_due(&mut *self.state, self.key_groups.clone(), watermark)?;
-        let mut results = Vec::new();
+        // Due timers in bounded steps, each emitted before the next is taken, so a watermark
+        // that closes millions of windows (the end of input) holds only a step in memory.
         let mut fired = HashSet::new();
-        for t in due {
-            match self.shape {
-                Shape::Fixed { .. } => self.fire_fixed(t, &mut fired, &mut results)?,
-                Shape::Session { .. } => self.fire_session(t, &mut results)?,
+        loop {
+            let due = self.timers.take_due(&mut *self.state, self.key_groups.clone(), watermark, FIRE_STEP)?;
+            if due.is_empty() {
+                return Ok(());
             }
+            let mut results = Vec::new();
+            for t in due {
+                match self.shape {
+                    Shape::Fixed { .. } => self.fire_fixed(t, &mut fired, &mut results)?,
+                    Shape::Session { .. } => self.fire_session(t, &mut results)?,
+                }
+            }
+            self.emit(results, out)?;
         }
-        self.emit(results, out)
     }
 }
