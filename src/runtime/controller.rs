@@ -81,18 +81,16 @@ pub struct OperatorStats {
     pub id: String,
     /// `source`, `transform` or `sink`.
     pub role: &'static str,
-    /// Rows in.
-    pub rows_in: u64,
-    /// Rows out.
-    pub rows_out: u64,
-    /// Bytes read (sources).
-    pub bytes_read: u64,
-    /// Bytes to read in all, when known (sources).
-    pub bytes_total: u64,
-    /// Records skipped or dead-lettered.
-    pub bad_records: u64,
-    /// Late rows dropped.
-    pub late_dropped: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: OperatorCounters,
+}
+
+impl std::ops::Deref for OperatorStats {
+    type Target = OperatorCounters;
+    fn deref(&self) -> &OperatorCounters {
+        &self.counters
+    }
 }
 
 /// The outcome of a run.
@@ -123,18 +121,10 @@ pub struct JobError {
 fn stats(plan: &PhysicalPlan, counters: &HashMap<String, OperatorCounters>) -> Vec<OperatorStats> {
     plan.operators
         .iter()
-        .map(|o| {
-            let c = counters.get(&o.id).cloned().unwrap_or_default();
-            OperatorStats {
-                id: o.id.clone(),
-                role: o.role,
-                rows_in: c.rows_in,
-                rows_out: c.rows_out,
-                bytes_read: c.bytes_read,
-                bytes_total: c.bytes_total,
-                bad_records: c.bad_records,
-                late_dropped: c.late_dropped,
-            }
+        .map(|o| OperatorStats {
+            id: o.id.clone(),
+            role: o.role,
+            counters: counters.get(&o.id).cloned().unwrap_or_default(),
         })
         .collect()
 }

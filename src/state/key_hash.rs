@@ -182,6 +182,13 @@ fn encoder(a: &dyn Array) -> Encoder<'_> {
             Box::new(move |row, buf| if a.is_null(row) { buf.push(0x00) } else { f(row, buf) })
         }
     }
+    // A primitive column: downcast once, encode each value with `$encode`.
+    macro_rules! primitive {
+        ($t:ty, $encode:expr) => {{
+            let v = a.as_primitive::<$t>();
+            with_nulls(a, move |r, buf| $encode(buf, v.value(r)))
+        }};
+    }
     match a.data_type() {
         DataType::Boolean => {
             let v = a.as_boolean();
@@ -190,50 +197,20 @@ fn encoder(a: &dyn Array) -> Encoder<'_> {
                 buf.push(u8::from(v.value(r)));
             })
         }
-        DataType::Int8 => {
-            let v = a.as_primitive::<Int8Type>();
-            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
-        }
-        DataType::Int16 => {
-            let v = a.as_primitive::<Int16Type>();
-            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
-        }
-        DataType::Int32 => {
-            let v = a.as_primitive::<Int32Type>();
-            with_nulls(a, move |r, buf| int(buf, v.value(r).into()))
-        }
-        DataType::Int64 => {
-            let v = a.as_primitive::<Int64Type>();
-            with_nulls(a, move |r, buf| int(buf, v.value(r)))
-        }
-        DataType::UInt8 => {
-            let v = a.as_primitive::<UInt8Type>();
-            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
-        }
-        DataType::UInt16 => {
-            let v = a.as_primitive::<UInt16Type>();
-            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
-        }
-        DataType::UInt32 => {
-            let v = a.as_primitive::<UInt32Type>();
-            with_nulls(a, move |r, buf| uint(buf, v.value(r).into()))
-        }
-        DataType::UInt64 => {
-            let v = a.as_primitive::<UInt64Type>();
-            with_nulls(a, move |r, buf| uint(buf, v.value(r)))
-        }
-        DataType::Float16 => {
-            let v = a.as_primitive::<Float16Type>();
-            with_nulls(a, move |r, buf| float(buf, v.value(r).to_f64()))
-        }
-        DataType::Float32 => {
-            let v = a.as_primitive::<Float32Type>();
-            with_nulls(a, move |r, buf| float(buf, v.value(r).into()))
-        }
-        DataType::Float64 => {
-            let v = a.as_primitive::<Float64Type>();
-            with_nulls(a, move |r, buf| float(buf, v.value(r)))
-        }
+        DataType::Int8 => primitive!(Int8Type, |b, x: i8| int(b, x.into())),
+        DataType::Int16 => primitive!(Int16Type, |b, x: i16| int(b, x.into())),
+        DataType::Int32 => primitive!(Int32Type, |b, x: i32| int(b, x.into())),
+        DataType::Int64 => primitive!(Int64Type, int),
+        DataType::UInt8 => primitive!(UInt8Type, |b, x: u8| uint(b, x.into())),
+        DataType::UInt16 => primitive!(UInt16Type, |b, x: u16| uint(b, x.into())),
+        DataType::UInt32 => primitive!(UInt32Type, |b, x: u32| uint(b, x.into())),
+        DataType::UInt64 => primitive!(UInt64Type, uint),
+        DataType::Float16 => primitive!(
+            Float16Type,
+            |b, x: <Float16Type as arrow::datatypes::ArrowPrimitiveType>::Native| float(b, x.to_f64())
+        ),
+        DataType::Float32 => primitive!(Float32Type, |b, x: f32| float(b, x.into())),
+        DataType::Float64 => primitive!(Float64Type, float),
         DataType::Utf8 => {
             let v = a.as_string::<i32>();
             with_nulls(a, move |r, buf| bytes(buf, 0x05, v.value(r).as_bytes()))
@@ -263,40 +240,30 @@ fn encoder(a: &dyn Array) -> Encoder<'_> {
             with_nulls(a, move |r, buf| bytes(buf, 0x06, v.value(r)))
         }
         DataType::Timestamp(TimeUnit::Second, _) => {
-            let v = a.as_primitive::<TimestampSecondType>();
-            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000_000_000))
+            primitive!(TimestampSecondType, |b, x: i64| nanos(b, i128::from(x) * 1_000_000_000))
         }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            let v = a.as_primitive::<TimestampMillisecondType>();
-            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000_000))
+            primitive!(TimestampMillisecondType, |b, x: i64| nanos(b, i128::from(x) * 1_000_000))
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let v = a.as_primitive::<TimestampMicrosecondType>();
-            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r)) * 1_000))
+            primitive!(TimestampMicrosecondType, |b, x: i64| nanos(b, i128::from(x) * 1_000))
         }
         DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            let v = a.as_primitive::<TimestampNanosecondType>();
-            with_nulls(a, move |r, buf| nanos(buf, i128::from(v.value(r))))
+            primitive!(TimestampNanosecondType, |b, x: i64| nanos(b, i128::from(x)))
         }
-        DataType::Date32 => {
-            let v = a.as_primitive::<Date32Type>();
-            with_nulls(a, move |r, buf| millis_date(buf, i64::from(v.value(r)) * 86_400_000))
-        }
-        DataType::Date64 => {
-            let v = a.as_primitive::<Date64Type>();
-            with_nulls(a, move |r, buf| millis_date(buf, v.value(r)))
-        }
+        DataType::Date32 => primitive!(Date32Type, |b, x: i32| millis_date(b, i64::from(x) * 86_400_000)),
+        DataType::Date64 => primitive!(Date64Type, millis_date),
         DataType::Decimal32(_, s) => {
-            let (v, s) = (a.as_primitive::<Decimal32Type>(), i16::from(*s));
-            with_nulls(a, move |r, buf| decimal(buf, v.value(r).into(), s))
+            let s = i16::from(*s);
+            primitive!(Decimal32Type, |b, x: i32| decimal(b, x.into(), s))
         }
         DataType::Decimal64(_, s) => {
-            let (v, s) = (a.as_primitive::<Decimal64Type>(), i16::from(*s));
-            with_nulls(a, move |r, buf| decimal(buf, v.value(r).into(), s))
+            let s = i16::from(*s);
+            primitive!(Decimal64Type, |b, x: i64| decimal(b, x.into(), s))
         }
         DataType::Decimal128(_, s) => {
-            let (v, s) = (a.as_primitive::<Decimal128Type>(), i16::from(*s));
-            with_nulls(a, move |r, buf| decimal(buf, v.value(r), s))
+            let s = i16::from(*s);
+            primitive!(Decimal128Type, |b, x: i128| decimal(b, x, s))
         }
         // Null, and nothing else: `hash_rows` refuses unhashable types before encoding.
         _ => Box::new(|_, buf| buf.push(0x00)),
