@@ -152,8 +152,13 @@ impl<'a> TaskExecutor<'a> {
         let generation = message.generation();
         match message {
             ToExecutor::Deploy { subtasks, .. } => {
-                if self.generation.is_some() {
-                    return Vec::new();
+                if let Some(running) = self.generation {
+                    // One generation per executor: a restart deploys on a fresh executor.
+                    let subtask = subtasks.first().map(|d| d.id).unwrap_or(SubtaskId { task: 0, subtask: 0 });
+                    let error = OperatorError::new(format!(
+                        "this executor already hosts generation {running}; generation {generation} needs a new one"
+                    ));
+                    return vec![ToMaster::DeployFailed { generation, subtask, error }];
                 }
                 self.generation = Some(generation);
                 let p = &self.v.pipeline;
