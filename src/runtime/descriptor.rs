@@ -163,6 +163,14 @@ pub fn build(
             streams.extend(tr.get().side_outputs().iter().map(|(n, _)| n.to_string()));
         }
         let parallelism = task_par[&t.id];
+        // Per input of a transform head: the columns its pruned edge carries.
+        let inputs_of_head = v.pipeline.transforms.get(head).map_or(0, |tr| tr.get().inputs().len());
+        let input_columns: Vec<Option<Vec<String>>> = (0..inputs_of_head)
+            .map(|i| {
+                let edge = plan.edges.iter().find(|e| !e.chained && &e.to == head && e.input == i);
+                edge.and_then(|e| e.columns.clone())
+            })
+            .collect();
         for s in 0..parallelism {
             let id = SubtaskId { task: t.id, subtask: s };
             let outputs = streams
@@ -179,21 +187,6 @@ pub fn build(
                 })
                 .collect();
             let all_splits = splits.get(head).cloned().unwrap_or_default();
-            let input_columns = match v.pipeline.transforms.get(head) {
-                Some(tr) => tr
-                    .get()
-                    .inputs()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, _)| {
-                        plan.edges
-                            .iter()
-                            .find(|e| !e.chained && &e.to == head && e.input == i)
-                            .and_then(|e| e.columns.clone())
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
             out.push(DeploymentDescriptor {
                 id,
                 parallelism,

@@ -83,11 +83,11 @@ pub struct TaskFailure {
 }
 
 /// Attributes `error` to the innermost operator it passed through.
-fn fail(node: &Node, mut error: OperatorError) -> TaskFailure {
-    let operator = error.operator.take().unwrap_or_else(|| node.id.clone());
-    TaskFailure { operator, error }
+fn fail(node: &Node, error: OperatorError) -> TaskFailure {
+    fail_id(&node.id, error)
 }
 
+/// Attributes `error` to the innermost operator it passed through, else to operator `id`.
 fn fail_id(id: &str, mut error: OperatorError) -> TaskFailure {
     let operator = error.operator.take().unwrap_or_else(|| id.to_string());
     TaskFailure { operator, error }
