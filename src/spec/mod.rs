@@ -176,7 +176,9 @@ pub struct StateConfig {
     /// folder of its own inside it and removes that folder when it ends.
     #[serde(default)]
     pub path: Option<String>,
-    /// Memory RocksDB may use for the whole job, divided among its stateful subtasks (default 256MB).
+    /// Memory keyed state may use for the whole job, divided among its stateful subtasks
+    /// (default 256MB): RocksDB's block cache and write buffers, and a quarter for the
+    /// in-memory tier of tumbling and hopping windows (on either backend).
     #[serde(default)]
     pub memory: Option<values::ByteSize>,
 }

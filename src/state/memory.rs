@@ -35,7 +35,16 @@ impl StateBackend for MemoryBackend {
 
     fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> StateResult<()> {
         self.table(table)?;
-        self.tables[table].insert(key.to_vec(), value.to_vec());
+        // An existing entry is overwritten in place: no new key, and the value's buffer reused.
+        match self.tables[table].get_mut(key) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                self.tables[table].insert(key.to_vec(), value.to_vec());
+            }
+        }
         Ok(())
     }
 
@@ -48,10 +57,10 @@ impl StateBackend for MemoryBackend {
     fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
         let upper = match end {
             Some(e) if e <= start => return Ok(Box::new(std::iter::empty())),
-            Some(e) => Bound::Excluded(e.to_vec()),
+            Some(e) => Bound::Excluded(e),
             None => Bound::Unbounded,
         };
-        let iter = self.table(table)?.range((Bound::Included(start.to_vec()), upper));
+        let iter = self.table(table)?.range::<[u8], _>((Bound::Included(start), upper));
         Ok(Box::new(iter.map(|(k, v)| Ok((k.clone(), v.clone())))))
     }
 }

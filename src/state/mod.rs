@@ -54,7 +54,7 @@ pub fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> 
 pub struct StateEnv {
     backend: StateBackendKind,
     root: PathBuf,
-    /// Bytes of memory each stateful subtask's RocksDB may use.
+    /// Bytes of memory each stateful subtask may use: RocksDB's caches, windows' in-memory tier.
     per_subtask_memory: usize,
 }
 
@@ -73,6 +73,11 @@ impl StateEnv {
         let memory = config.and_then(|c| c.memory).map_or(DEFAULT_STATE_MEMORY, |m| m.0);
         let per_subtask_memory = usize::try_from(memory / stateful_subtasks.max(1) as u64).unwrap_or(usize::MAX);
         Arc::new(StateEnv { backend, root, per_subtask_memory })
+    }
+
+    /// Bytes of state memory each stateful subtask may use.
+    pub fn per_subtask_memory(&self) -> usize {
+        self.per_subtask_memory
     }
 
     /// Memory state, for tests and tools that run operators outside a job.

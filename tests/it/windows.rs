@@ -118,7 +118,7 @@ enum Shape {
 }
 
 /// The reference: returns (results, late rows).
-fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
+fn reference(items: &[Item], shape: Shape, lateness: i64) -> (Vec<String>, usize) {
     let mut wm = i64::MIN;
     let mut out = Vec::new();
     let mut late = 0;
@@ -127,7 +127,7 @@ fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
     let mut sessions: BTreeMap<i64, Vec<(i64, i64, Acc)>> = BTreeMap::new();
     let mut segment: Vec<Event> = Vec::new();
     let due = |end: i64, wm: i64| end - 1 <= wm;
-    let is_late = |end: i64, wm: i64| end - 1 + LATENESS <= wm;
+    let is_late = |end: i64, wm: i64| end - 1 + lateness <= wm;
     let mut items: Vec<&Item> = items.iter().collect();
     items.push(&Item::Watermark(i64::MAX));
     for item in items {
@@ -235,7 +235,7 @@ fn reference(items: &[Item], shape: Shape) -> (Vec<String>, usize) {
     (out, late)
 }
 
-fn spec(shape: Shape, parallelism: u32, backend: &str, source: &str) -> String {
+fn spec(shape: Shape, parallelism: u32, backend: &str, source: &str, lateness: i64) -> String {
     let window = match shape {
         Shape::Tumbling(s) => format!("{{ type: tumbling, size: {}ms }}", s),
         Shape::Hopping(s, h) => format!("{{ type: hopping, size: {}ms, slide: {}ms }}", s, h),
@@ -256,7 +256,7 @@ transforms:
     input: events
     key: [k]
     window: {window}
-    allowed_lateness: {LATENESS}ms
+    allowed_lateness: {lateness}ms
     late_output: too_late
     aggregates: {{ n: "count(*)", total: "sum(v)", lo: "min(v)", hi: "max(v)", mean: "avg(v)", kinds: "count(DISTINCT d)" }}
 sinks:
@@ -270,15 +270,17 @@ sinks:
 fn backend(name: &str, dir: &Path) -> String {
     match name {
         "rocksdb" => format!("{{ backend: rocksdb, path: \"{}\", memory: 64MB }}", dir.display()),
+        // So little memory that windows keep almost nothing in their in-memory tier.
+        "memory-small" => "{ backend: memory, memory: 16KB }".into(),
         _ => "{ backend: memory }".into(),
     }
 }
 
 const GIVEN_ROWS: &str = "    connector: datagen\n    event_time: { column: ts }";
 
-fn engine(items: &[Item], shape: Shape, parallelism: u32, backend_name: &str) -> (Vec<String>, usize) {
+fn engine(items: &[Item], shape: Shape, parallelism: u32, backend_name: &str, lateness: i64) -> (Vec<String>, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let text = spec(shape, parallelism, &backend(backend_name, dir.path()), GIVEN_ROWS);
+    let text = spec(shape, parallelism, &backend(backend_name, dir.path()), GIVEN_ROWS, lateness);
     let report = validate_text(Path::new("windows.yaml"), &text, Syntax::Yaml, &Options::default());
     let v = report.validated.unwrap_or_else(|| panic!("{:?}", report.diagnostics));
     let schema = v.streams["events"].schema.schema.clone();
@@ -340,14 +342,24 @@ fn engine_rows(result: &sluice::runtime::JobResult) -> Vec<String> {
     out
 }
 
-fn check(shape: Shape, name: &str) {
+fn check(shape: Shape, name: &str, lateness: i64) {
     let items = generate(1500, 42);
-    let (expected, expected_late) = reference(&items, shape);
+    let (expected, expected_late) = reference(&items, shape, lateness);
     assert!(expected_late > 10, "{name}: the data must contain late rows, has {expected_late}");
     assert!(expected.len() > 20, "{name}: too few results");
-    for (backend, p) in [("memory", 1), ("memory", 2), ("memory", 4), ("rocksdb", 1), ("rocksdb", 2), ("rocksdb", 4)] {
-        let (actual, late) = engine(&items, shape, p, backend);
-        let name = format!("{name} on {backend}");
+    let runs = [
+        ("memory", 1),
+        ("memory", 2),
+        ("memory", 4),
+        ("memory-small", 1),
+        ("memory-small", 4),
+        ("rocksdb", 1),
+        ("rocksdb", 2),
+        ("rocksdb", 4),
+    ];
+    for (backend, p) in runs {
+        let (actual, late) = engine(&items, shape, p, backend, lateness);
+        let name = format!("{name} on {backend}, lateness {lateness} ms");
         assert_eq!(late, expected_late, "{name}, parallelism {p}: late rows");
         if actual != expected {
             let a: HashSet<_> = actual.iter().collect();
@@ -365,17 +377,28 @@ fn check(shape: Shape, name: &str) {
 
 #[test]
 fn tumbling_windows_match_the_reference() {
-    check(Shape::Tumbling(10_000), "tumbling");
+    check(Shape::Tumbling(10_000), "tumbling", LATENESS);
+}
+
+#[test]
+fn tumbling_windows_without_lateness_match_the_reference() {
+    check(Shape::Tumbling(10_000), "tumbling", 0);
 }
 
 #[test]
 fn hopping_windows_match_the_reference() {
-    check(Shape::Hopping(10_000, 2_500), "hopping");
+    check(Shape::Hopping(10_000, 2_500), "hopping", LATENESS);
+}
+
+#[test]
+fn hopping_windows_without_lateness_match_the_reference() {
+    check(Shape::Hopping(10_000, 2_500), "hopping", 0);
+    check(Shape::Hopping(6_000, 2_000), "hopping in three slides", 0);
 }
 
 #[test]
 fn session_windows_match_the_reference() {
-    check(Shape::Session(1_500), "session");
+    check(Shape::Session(1_500), "session", LATENESS);
 }
 
 /// Rows in four files of consecutive time ranges, read by several source subtasks (each reads
@@ -391,7 +414,8 @@ fn check_parallel_sources(shape: Shape, name: &str) {
         })
         .collect();
     let events: Vec<Item> = rows.iter().map(|e| Item::Row(*e)).collect();
-    let (expected, expected_late) = reference(&events, shape);
+    // No row is late here, so windows fire once, from the in-memory tier (no lateness).
+    let (expected, expected_late) = reference(&events, shape, 0);
     assert_eq!(expected_late, 0);
     assert!(expected.len() > 20, "{name}: too few results");
     let data = tempfile::tempdir().unwrap();
@@ -411,7 +435,7 @@ fn check_parallel_sources(shape: Shape, name: &str) {
     for backend_name in ["memory", "rocksdb"] {
         for p in [2, 4] {
             let dir = tempfile::tempdir().unwrap();
-            let text = spec(shape, p, &backend(backend_name, dir.path()), &source);
+            let text = spec(shape, p, &backend(backend_name, dir.path()), &source, 0);
             let report = validate_text(Path::new("windows.yaml"), &text, Syntax::Yaml, &Options::default());
             let v = report.validated.unwrap_or_else(|| panic!("{:?}", report.diagnostics));
             let plan = sluice::plan::build(&v);

@@ -14,14 +14,23 @@
 //!
 //! Tumbling and hopping windows are cut into slices of `gcd(size, slide)`: a row updates the
 //! accumulators of its one slice, and a window's result is the merge of its `size / gcd`
-//! slices when it fires. Per key there is one timer per slice end that has windows to fire,
-//! not one per window: when the window ending there fires, the next window of that key that
-//! has data is due next. Sessions are kept per key in state, with a fire and a cleanup timer.
+//! slices when it fires. Slices live in two tiers:
 //!
-//! Per batch, argument expressions are evaluated once (vectorized, by DataFusion), each row's
-//! key is row-encoded and hashed to its key group once (the partition hash), and rows are
-//! grouped by (key, slice) before accumulators are touched: one state read and write per
-//! group, one accumulator update per row.
+//! - the hot tier, in memory, by slice then key (hashed once per batch by the partition hash):
+//!   one hash probe and one accumulator update per row; when the watermark passes a window's
+//!   end, the window is merged from its hot slices for every key at once, and slices no later
+//!   window needs are dropped. No timers, no encoding.
+//! - the state backend, `[key group][key][slice]`, with one timer per key for its next window
+//!   to fire (not one per window). Hot slices move there when the hot tier outgrows its share of
+//!   `state.memory`, when the job stops, and always under `allowed_lateness` (fired windows stay
+//!   updatable, and a late row's update is emitted after its batch). A due window that may
+//!   hold rows in the backend (it starts at or before the latest slice moved there) moves its
+//!   hot slices there first and fires by its timers, so every window fires from one tier.
+//!
+//! Sessions are kept per key in the backend, with a fire and a cleanup timer.
+//!
+//! Per batch, argument expressions are evaluated once (vectorized, by DataFusion), and each
+//! row's key is row-encoded and hashed to its key group once (the partition hash).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
@@ -43,7 +52,7 @@ use super::acc::{Acc, Accs, max_bytes, min_bytes};
 use crate::runtime::expr::Compiler;
 use crate::runtime::{BuildContext, Operator, OperatorError, OperatorMetrics, Output};
 use crate::spec::check::StreamSchema;
-use crate::state::backend::{StateBackend, StateDescriptor, StateResult, keyed_prefix, prefix_end};
+use crate::state::backend::{StateBackend, StateDescriptor, StateResult, keyed_prefix};
 use crate::state::codec::{Codec, WindowNs, from_ordered_i64, ordered_i64};
 use crate::state::key_group_of;
 use crate::state::key_hash::hash_rows;
@@ -81,27 +90,31 @@ enum Arg {
 }
 
 /// What a timer does when it fires.
-const FIRE: u8 = 0;
-const CLEANUP: u8 = 1;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerAction {
+    /// Emit the window's result.
+    Fire = 0,
+    /// Drop the window's state: it is past its allowed lateness.
+    Cleanup = 1,
+}
 
 /// A timer's namespace: the window (or session) it is for, and what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TimerNs {
     window: WindowNs,
-    action: u8,
+    action: TimerAction,
 }
 
 impl Codec for TimerNs {
     const NAME: &'static str = "window + action";
     fn encode(&self, out: &mut Vec<u8>) {
         self.window.encode(out);
-        out.push(self.action);
+        out.push(self.action as u8);
     }
     fn decode(b: &[u8]) -> StateResult<Self> {
         match b {
-            [w @ .., action] if w.len() == 16 && *action <= CLEANUP => {
-                Ok(TimerNs { window: WindowNs::decode(w)?, action: *action })
-            }
+            [w @ .., 0] if w.len() == 16 => Ok(TimerNs { window: WindowNs::decode(w)?, action: TimerAction::Fire }),
+            [w @ .., 1] if w.len() == 16 => Ok(TimerNs { window: WindowNs::decode(w)?, action: TimerAction::Cleanup }),
             _ => Err(crate::state::backend::StateError::new("a stored window timer is malformed")),
         }
     }
@@ -115,6 +128,47 @@ enum Shape {
     /// Sessions that close after `gap`.
     Session { gap: i64 },
 }
+
+/// The end of the first window of `size` every `slide` that contains the slice at `s`: the
+/// smallest multiple of `slide` above `s - size`, plus `size`.
+fn first_window_end(size: i64, slide: i64, s: i64) -> i64 {
+    let lo = i128::from(s) - i128::from(size);
+    let start = lo - lo.rem_euclid(i128::from(slide)) + i128::from(slide);
+    i64::try_from(start + i128::from(size)).unwrap_or(i64::MAX)
+}
+
+/// The end of the last window of `size` every `slide` that is due at `watermark` (ends at or
+/// before `watermark + 1`).
+fn last_window_end_at(size: i64, slide: i64, watermark: i64) -> i64 {
+    let hi = i128::from(watermark) + 1 - i128::from(size);
+    let start = hi - hi.rem_euclid(i128::from(slide));
+    i64::try_from(start + i128::from(size)).unwrap_or(i64::MAX)
+}
+
+/// The merge of the slices in `[start, end)`, if there is any.
+fn merge_slices(slices: &[(i64, Accs)], start: i64, end: i64) -> Option<Accs> {
+    let mut inside = slices.iter().filter(|(s, _)| (start..end).contains(s));
+    let mut merged = inside.next()?.1.clone();
+    for (_, acc) in inside {
+        merged.merge(acc);
+    }
+    Some(merged)
+}
+
+/// The accumulators of one key in one slice of the hot tier.
+struct HotEntry {
+    /// The key's partition hash.
+    hash: u64,
+    key_group: u16,
+    key: Box<[u8]>,
+    accs: Accs,
+}
+
+/// The hot tier's slices, by start: per slice, its keys.
+type HotSlices = BTreeMap<i64, hashbrown::HashTable<HotEntry>>;
+
+/// What one hot (key, slice) entry is assumed to take, for the hot tier's bound.
+const HOT_ENTRY_BYTES: usize = 128;
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -155,6 +209,17 @@ pub struct WindowOperator {
     key_groups: Range<u16>,
     max_parallelism: u32,
     hashes: Vec<u64>,
+    /// Tumbling and hopping slices kept decoded in memory, by slice then key (see
+    /// [`WindowOperator::fire_hot`]); what is not here is in the state backend.
+    hot: HotSlices,
+    /// Entries in `hot`.
+    hot_entries: usize,
+    /// The latest slice start ever moved to the state backend: a window starting after it has
+    /// all its rows in the hot tier. (A backend restored from a snapshot must set it to the
+    /// latest slice it holds.)
+    cold_until: Option<i64>,
+    /// Entries the hot tier may hold: a quarter of the subtask's state memory.
+    hot_limit: usize,
     late_output: bool,
     metrics: Arc<OperatorMetrics>,
 }
@@ -248,6 +313,10 @@ impl WindowOperator {
             key_groups: ctx.key_groups.clone(),
             max_parallelism: ctx.max_parallelism,
             hashes: Vec::new(),
+            hot: BTreeMap::new(),
+            hot_entries: 0,
+            cold_until: None,
+            hot_limit: (ctx.state.per_subtask_memory() / 4 / HOT_ENTRY_BYTES).max(1),
             late_output: spec.late_output.is_some(),
             metrics: ctx.metrics.clone(),
         })
@@ -320,7 +389,11 @@ impl WindowOperator {
     }
 
     /// Builds output rows for `(key, start, end, accs)` results.
-    fn emit(&self, results: Vec<Result4>, out: &mut dyn Output) -> Result<(), OperatorError> {
+    fn emit<K: AsRef<[u8]>>(
+        &self,
+        results: Vec<(K, i64, i64, Accs)>,
+        out: &mut dyn Output,
+    ) -> Result<(), OperatorError> {
         if results.is_empty() {
             return Ok(());
         }
@@ -328,7 +401,7 @@ impl WindowOperator {
         let mut columns: Vec<ArrayRef> = if self.key_cols.is_empty() {
             Vec::new()
         } else {
-            self.keys.convert_rows(results.iter().map(|r| parser.parse(&r.0)))?
+            self.keys.convert_rows(results.iter().map(|r| parser.parse(r.0.as_ref())))?
         };
         let tz = Some(Arc::from("UTC"));
         let starts =
@@ -379,53 +452,37 @@ impl WindowOperator {
         Some((start, start.checked_add(size)?))
     }
 
-    /// The end of the first window containing the slice at `s`.
-    fn first_window_end(&self, s: i64) -> i64 {
-        let (size, slide, _) = self.fixed();
-        // The smallest multiple of `slide` above `s - size`, plus `size`.
-        let lo = i128::from(s) - i128::from(size);
-        let start = lo - lo.rem_euclid(i128::from(slide)) + i128::from(slide);
-        i64::try_from(start + i128::from(size)).unwrap_or(i64::MAX)
-    }
-
     fn slice_key(k: KeyCtx<'_>, s: i64) -> Vec<u8> {
         keyed_prefix(k.key_group, k.key, &ordered_i64(s))
     }
 
-    /// The merged accumulators of the slices of `k` in `[start, end)`, if there is any.
-    fn merged(&self, k: KeyCtx<'_>, start: i64, end: i64) -> Result<Option<Accs>, OperatorError> {
-        let mut merged: Option<Accs> = None;
-        for e in self.state.range(ACC, &Self::slice_key(k, start), Some(&Self::slice_key(k, end)))? {
-            let acc = Accs::decode(&e?.1)?;
-            match &mut merged {
-                Some(m) => m.merge(&acc),
-                None => merged = Some(acc),
-            }
+    /// Every slice of `k`, by start.
+    fn load_slices(&self, k: KeyCtx<'_>) -> Result<Vec<(i64, Accs)>, OperatorError> {
+        let full = Self::slice_key(k, 0);
+        let prefix = &full[..full.len() - 8];
+        let mut out = Vec::new();
+        for e in self.state.prefix(ACC, prefix)? {
+            let (key, value) = e?;
+            let s = from_ordered_i64(&key[prefix.len()..])
+                .ok_or_else(|| OperatorError::new("a stored slice key is malformed"))?;
+            out.push((s, Accs::decode(&value)?));
         }
-        Ok(merged)
+        Ok(out)
     }
 
-    /// Deletes the slices of `k` that start before `before`.
-    fn drop_slices(&mut self, k: KeyCtx<'_>, before: i64) -> Result<(), OperatorError> {
-        let keys: Vec<Vec<u8>> = self
-            .state
-            .range(ACC, &Self::slice_key(k, i64::MIN), Some(&Self::slice_key(k, before)))?
-            .map(|e| e.map(|(key, _)| key))
-            .collect::<StateResult<_>>()?;
-        for key in keys {
-            self.state.delete(ACC, &key)?;
+    /// Deletes the slices of `k` that start before `before`, in state and in `slices`.
+    fn drop_slices(&mut self, k: KeyCtx<'_>, slices: &mut Vec<(i64, Accs)>, before: i64) -> Result<(), OperatorError> {
+        let gone = slices.iter().take_while(|(s, _)| *s < before).count();
+        for (s, _) in slices.drain(..gone) {
+            self.state.delete(ACC, &Self::slice_key(k, s))?;
         }
         Ok(())
     }
 
-    /// The first slice of `k` starting at or after `from`.
-    fn next_slice(&self, k: KeyCtx<'_>, from: i64) -> Result<Option<i64>, OperatorError> {
-        let start = Self::slice_key(k, from);
-        let end = prefix_end(&Self::slice_key(k, from)[..start.len() - 8]);
-        let first = self.state.range(ACC, &start, end.as_deref())?.next().transpose()?;
-        Ok(first.and_then(|(key, _)| from_ordered_i64(&key[key.len() - 8..])))
-    }
-
+    /// Folds a batch of tumbling or hopping rows into the hot tier, one accumulator update per
+    /// row. Returns the late rows. Under `allowed_lateness`, slices that belong to an already
+    /// fired window go to state at once, so that window's updated result is emitted after this
+    /// batch.
     fn process_fixed(
         &mut self,
         ts: &TimestampMillisecondArray,
@@ -435,13 +492,11 @@ impl WindowOperator {
         out: &mut dyn Output,
     ) -> Result<Vec<u32>, OperatorError> {
         let (size, slide, slice) = self.fixed();
-        let n = ts.len();
-        // Group rows by (key, slice), vectorized: one pass assigns each row its group.
-        let mut group_of = vec![u32::MAX; n];
-        let mut index: HashMap<(&[u8], i64), u32> = HashMap::new();
-        let mut groups: Vec<(usize, i64)> = Vec::new();
+        let template = self.new_accs();
         let mut late = Vec::new();
-        for (r, g) in group_of.iter_mut().enumerate() {
+        // Event times mostly rise, so slice bounds are computed once per run of equal slices.
+        let mut last: Option<(i64, bool)> = None;
+        for (r, &kg) in kgs.iter().enumerate().take(ts.len()) {
             if ts.is_null(r) {
                 late.push(r as u32);
                 continue;
@@ -453,38 +508,126 @@ impl WindowOperator {
                 late.push(r as u32);
                 continue;
             };
-            match self.last_window(s) {
-                Some((_, end)) if !self.is_late(end) => {}
+            let is_late = match last {
+                Some((ls, l)) if ls == s => l,
                 _ => {
-                    late.push(r as u32);
-                    continue;
+                    let l = self.last_window(s).is_none_or(|(_, end)| self.is_late(end));
+                    last = Some((s, l));
+                    l
+                }
+            };
+            if is_late {
+                late.push(r as u32);
+                continue;
+            }
+            let key = keys.row(r).data();
+            let hash = self.hashes.get(r).copied().unwrap_or(0);
+            let table = self.hot.entry(s).or_default();
+            let mut added = false;
+            let entry = table
+                .entry(hash, |e| *e.key == *key, |e| e.hash)
+                .or_insert_with(|| {
+                    added = true;
+                    HotEntry { hash, key_group: kg, key: key.into(), accs: template.clone() }
+                })
+                .into_mut();
+            for (i, (arg, bytes)) in args.iter().enumerate() {
+                add(&mut entry.accs.0[i], arg, bytes.as_ref(), r);
+            }
+            self.hot_entries += usize::from(added);
+        }
+        if self.lateness > 0 {
+            // Slices whose first window has fired: the slices before the first unfired window.
+            // (A slice's first window ends within `slide` after it.)
+            let first_unfired = first_window_end(size, slide, self.watermark.saturating_add(1));
+            let bound = first_unfired.saturating_sub(slide);
+            let keep = self.hot.split_off(&bound);
+            let fired = std::mem::replace(&mut self.hot, keep);
+            self.move_to_state(fired, out)?;
+        }
+        if self.hot_entries >= self.hot_limit {
+            let all = std::mem::take(&mut self.hot);
+            self.move_to_state(all, out)?;
+        }
+        Ok(late)
+    }
+
+    /// Fires the windows due at `watermark` (the old watermark was `prev`) whose rows are all
+    /// in the hot tier, in end order, one result per key, and drops slices no later window
+    /// needs. Windows that may hold rows in the state backend were moved there first (see
+    /// `on_watermark`) and fire by their timers.
+    fn fire_hot(&mut self, prev: i64, watermark: i64, out: &mut dyn Output) -> Result<(), OperatorError> {
+        let (size, slide, _) = self.fixed();
+        let Some(&first) = self.hot.keys().next() else { return Ok(()) };
+        let mut end = first_window_end(size, slide, first).max(first_window_end(size, slide, prev.saturating_add(1)));
+        while end.saturating_sub(1) <= watermark {
+            let start = end.saturating_sub(size);
+            // One result per key: indices into `results`, by key hash.
+            let mut index: hashbrown::HashTable<usize> = hashbrown::HashTable::new();
+            let mut results: Vec<(&HotEntry, Accs)> = Vec::new();
+            for table in self.hot.range(start..end).map(|(_, t)| t) {
+                for e in table {
+                    let found = index.find(e.hash, |&i| *results[i].0.key == *e.key).copied();
+                    match found {
+                        Some(i) => results[i].1.merge(&e.accs),
+                        None => {
+                            index.insert_unique(e.hash, results.len(), |&i| results[i].0.hash);
+                            results.push((e, e.accs.clone()));
+                        }
+                    }
                 }
             }
-            let next = groups.len() as u32;
-            *g = *index.entry((keys.row(r).data(), s)).or_insert_with(|| {
-                groups.push((r, s));
-                next
-            });
-        }
-        let mut accs = Vec::with_capacity(groups.len());
-        for &(r, s) in &groups {
-            let k = KeyCtx { key_group: kgs[r], key: keys.row(r).data() };
-            accs.push(self.slices.get(&*self.state, k, &s)?.unwrap_or_else(|| self.new_accs()));
-        }
-        for (i, (arg, bytes)) in args.iter().enumerate() {
-            for (r, &g) in group_of.iter().enumerate() {
-                if g != u32::MAX {
-                    add(&mut accs[g as usize].0[i], arg, bytes.as_ref(), r);
-                }
+            results.sort_unstable_by(|a, b| (a.0.key_group, &a.0.key).cmp(&(b.0.key_group, &b.0.key)));
+            let rows: Vec<(&[u8], i64, i64, Accs)> =
+                results.into_iter().map(|(e, acc)| (&*e.key, start, end, acc)).collect();
+            self.emit(rows, out)?;
+            // Slices before this start belong to no later window.
+            let keep = self.hot.split_off(&end.saturating_add(slide).saturating_sub(size));
+            for (_, t) in std::mem::replace(&mut self.hot, keep) {
+                self.hot_entries -= t.len();
             }
+            let Some(&next) = self.hot.keys().next() else { return Ok(()) };
+            let following = first_window_end(size, slide, next).max(end.saturating_add(slide));
+            if following <= end {
+                return Ok(());
+            }
+            end = following;
         }
+        Ok(())
+    }
+
+    /// Moves hot slices into the state backend.
+    fn move_to_state(&mut self, slices: HotSlices, out: &mut dyn Output) -> Result<(), OperatorError> {
+        let Some((&last, _)) = slices.last_key_value() else { return Ok(()) };
+        self.cold_until = Some(self.cold_until.map_or(last, |c| c.max(last)));
+        let entries = slices.into_iter().flat_map(|(s, t)| t.into_iter().map(move |e| (s, e)));
+        self.flush(entries, out)
+    }
+
+    /// Merges hot accumulators into their slices in state, registers the timer of each
+    /// slice's first window still to fire, and emits the windows that already fired and changed.
+    fn flush(
+        &mut self,
+        entries: impl Iterator<Item = (i64, HotEntry)>,
+        out: &mut dyn Output,
+    ) -> Result<(), OperatorError> {
+        let (size, slide, _) = self.fixed();
+        let entries: Vec<(i64, HotEntry)> = entries.collect();
+        self.hot_entries -= entries.len();
         // Windows that already fired and that this batch changed: (key, start, key group).
         let mut updated: BTreeSet<(&[u8], i64, u16)> = BTreeSet::new();
-        for (&(r, s), acc) in groups.iter().zip(&accs) {
-            let key = keys.row(r).data();
-            let k = KeyCtx { key_group: kgs[r], key };
-            self.slices.put(&mut *self.state, k, &s, acc)?;
-            let (mut start, last_end) = self.last_window(s).expect("checked above");
+        for (s, p) in &entries {
+            let (key, s) = (&*p.key, *s);
+            let k = KeyCtx { key_group: p.key_group, key };
+            let acc = match self.slices.get(&*self.state, k, &s)? {
+                Some(mut stored) => {
+                    stored.merge(&p.accs);
+                    stored
+                }
+                None => p.accs.clone(),
+            };
+            self.slices.put(&mut *self.state, k, &s, &acc)?;
+            let Some((mut start, last_end)) = self.last_window(s) else { continue };
             // The windows containing this slice, from the last back (at most size / slide).
             let mut first_pending = None;
             while start > s.saturating_sub(size) {
@@ -492,7 +635,7 @@ impl WindowOperator {
                 if !self.is_due(end) {
                     first_pending = Some((start, end));
                 } else if !self.is_late(end) {
-                    updated.insert((key, start, kgs[r]));
+                    updated.insert((key, start, p.key_group));
                 }
                 match start.checked_sub(slide) {
                     Some(x) => start = x,
@@ -501,13 +644,13 @@ impl WindowOperator {
             }
             // Registering a timer twice keeps one: one per (key, slice end) with windows to fire.
             if let Some((start, end)) = first_pending {
-                let ns = TimerNs { window: WindowNs { start, end }, action: FIRE };
+                let ns = TimerNs { window: WindowNs { start, end }, action: TimerAction::Fire };
                 self.timers.register(&mut *self.state, k, end.saturating_sub(1), &ns)?;
             } else if self.lateness > 0 {
                 // Every window of the slice has fired: it goes when the last one is past lateness.
                 let ns = TimerNs {
                     window: WindowNs { start: last_end.saturating_sub(size), end: last_end },
-                    action: CLEANUP,
+                    action: TimerAction::Cleanup,
                 };
                 let at = self.cleanup_time(last_end);
                 self.timers.register(&mut *self.state, k, at, &ns)?;
@@ -516,16 +659,18 @@ impl WindowOperator {
         let mut results = Vec::new();
         for (key, start, kg) in updated {
             let end = start.saturating_add(size);
-            if let Some(acc) = self.merged(KeyCtx { key_group: kg, key }, start, end)? {
+            let k = KeyCtx { key_group: kg, key };
+            let slices = self.load_slices(k)?;
+            if let Some(acc) = merge_slices(&slices, start, end) {
                 results.push((key.to_vec(), start, end, acc));
             }
         }
-        self.emit(results, out)?;
-        Ok(late)
+        self.emit(results, out)
     }
 
     /// Fires a due timer of tumbling or hopping windows, then every later window of the
-    /// same key that has data and is due too; registers the timer of the next one.
+    /// same key that has data and is due too; registers the timer of the next one. The key's
+    /// slices are read once, in one scan.
     fn fire_fixed(
         &mut self,
         t: DueTimer<TimerNs>,
@@ -538,32 +683,37 @@ impl WindowOperator {
         let mut end = t.namespace.window.end;
         // Slices before this start belong to no window after the one ending at `end`.
         let keep_from = |end: i64| end.saturating_add(slide).saturating_sub(size);
-        if t.namespace.action == CLEANUP {
-            return self.drop_slices(k, keep_from(end));
+        let mut slices = self.load_slices(k)?;
+        if t.namespace.action == TimerAction::Cleanup {
+            return self.drop_slices(k, &mut slices, keep_from(end));
         }
         loop {
             if !fired.insert((t.key_group, key.clone(), end)) {
                 return Ok(());
             }
             let start = end.saturating_sub(size);
-            if let Some(acc) = self.merged(k, start, end)? {
+            if let Some(acc) = merge_slices(&slices, start, end) {
                 results.push((key.clone(), start, end, acc));
             }
             if self.is_late(end) {
-                self.drop_slices(k, keep_from(end))?;
+                self.drop_slices(k, &mut slices, keep_from(end))?;
             } else {
-                let ns = TimerNs { window: WindowNs { start, end }, action: CLEANUP };
+                let ns = TimerNs { window: WindowNs { start, end }, action: TimerAction::Cleanup };
                 let at = self.cleanup_time(end);
                 self.timers.register(&mut *self.state, k, at, &ns)?;
             }
-            let Some(s) = self.next_slice(k, keep_from(end))? else { return Ok(()) };
+            let from = keep_from(end);
+            let Some(&(s, _)) = slices.iter().find(|(s, _)| *s >= from) else { return Ok(()) };
             // The first window after this one that holds `s`.
-            let next = self.first_window_end(s).max(end.saturating_add(slide));
+            let next = first_window_end(size, slide, s).max(end.saturating_add(slide));
             if next <= end {
                 return Ok(());
             }
             if !self.is_due(next) {
-                let ns = TimerNs { window: WindowNs { start: next.saturating_sub(size), end: next }, action: FIRE };
+                let ns = TimerNs {
+                    window: WindowNs { start: next.saturating_sub(size), end: next },
+                    action: TimerAction::Fire,
+                };
                 return Ok(self.timers.register(&mut *self.state, k, next.saturating_sub(1), &ns)?);
             }
             end = next;
@@ -586,10 +736,15 @@ impl WindowOperator {
 
     fn register_session(&mut self, k: KeyCtx<'_>, w: WindowNs) -> Result<(), OperatorError> {
         if !self.is_due(w.end) {
-            self.timers.register(&mut *self.state, k, w.end.saturating_sub(1), &TimerNs { window: w, action: FIRE })?;
+            self.timers.register(
+                &mut *self.state,
+                k,
+                w.end.saturating_sub(1),
+                &TimerNs { window: w, action: TimerAction::Fire },
+            )?;
         }
         if self.lateness > 0 {
-            let ns = TimerNs { window: w, action: CLEANUP };
+            let ns = TimerNs { window: w, action: TimerAction::Cleanup };
             let at = self.cleanup_time(w.end);
             self.timers.register(&mut *self.state, k, at, &ns)?;
         }
@@ -678,10 +833,10 @@ impl WindowOperator {
         let w = t.namespace.window;
         // A timer of a session that has since merged into another finds nothing.
         let Some(acc) = self.sessions.get(&*self.state, k, &w)? else { return Ok(()) };
-        if t.namespace.action == FIRE {
+        if t.namespace.action == TimerAction::Fire {
             results.push((t.key.clone(), w.start, w.end, acc));
         }
-        if t.namespace.action == CLEANUP || self.lateness == 0 {
+        if t.namespace.action == TimerAction::Cleanup || self.lateness == 0 {
             self.sessions.clear(&mut *self.state, k, &w)?;
         }
         Ok(())
@@ -825,6 +980,27 @@ impl Operator for WindowOperator {
         if watermark <= self.watermark {
             return Ok(());
         }
+        let prev = self.watermark;
+        if let Shape::Fixed { size, slide, .. } = self.shape {
+            if self.lateness > 0 {
+                // Windows stay updatable after they fire: every slice goes to state and windows
+                // fire by their timers.
+                let all = std::mem::take(&mut self.hot);
+                self.move_to_state(all, out)?;
+            } else {
+                // Windows due now that may hold rows in state (they start at or before the
+                // latest slice moved there) fire from state: their hot slices go there first,
+                // under the old watermark, and register their timers.
+                let first_due = first_window_end(size, slide, prev.saturating_add(1));
+                let cold = self.cold_until.is_some_and(|c| c >= first_due.saturating_sub(size));
+                if first_due.saturating_sub(1) <= watermark && cold {
+                    let last_due_end = last_window_end_at(size, slide, watermark);
+                    let keep = self.hot.split_off(&last_due_end);
+                    let due = std::mem::replace(&mut self.hot, keep);
+                    self.move_to_state(due, out)?;
+                }
+            }
+        }
         self.watermark = watermark;
         // Due timers in bounded steps, each emitted before the next is taken, so a watermark
         // that closes millions of windows (the end of input) holds only a step in memory.
@@ -832,7 +1008,10 @@ impl Operator for WindowOperator {
         loop {
             let due = self.timers.take_due(&mut *self.state, self.key_groups.clone(), watermark, FIRE_STEP)?;
             if due.is_empty() {
-                return Ok(());
+                return match self.shape {
+                    Shape::Fixed { .. } => self.fire_hot(prev, watermark, out),
+                    Shape::Session { .. } => Ok(()),
+                };
             }
             let mut results = Vec::new();
             for t in due {
@@ -843,5 +1022,11 @@ impl Operator for WindowOperator {
             }
             self.emit(results, out)?;
         }
+    }
+
+    fn on_end(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {
+        // A stopped job's open windows stay open, but every row it took is in state.
+        let all = std::mem::take(&mut self.hot);
+        self.move_to_state(all, out)
     }
 }
