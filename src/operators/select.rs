@@ -71,6 +71,14 @@ impl Transform for Select {
         self.parallelism
     }
 
+    fn reads(&self, input: &StreamSchema) -> Option<Vec<String>> {
+        crate::runtime::expr::Compiler::default().expression_reads(
+            self.columns.values().map(String::as_str),
+            &self.input,
+            &input.schema,
+        )
+    }
+
     fn operator(
         &self,
         _: &BuildContext,

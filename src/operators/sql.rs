@@ -46,6 +46,10 @@ impl Transform for Sql {
         self.parallelism
     }
 
+    fn reads(&self, input: &StreamSchema) -> Option<Vec<String>> {
+        crate::runtime::expr::Compiler::default().query_reads(&self.query, &self.input, &input.schema)
+    }
+
     fn operator(
         &self,
         _: &BuildContext,

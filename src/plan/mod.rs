@@ -116,6 +116,11 @@ pub struct Operator {
     pub state: Option<State>,
     /// The task (chain) it runs in.
     pub task: usize,
+    /// For a source whose consumers read only some of its columns: those (with its event time
+    /// and its non-nullable columns), in stream order. It decodes only these and leaves the
+    /// others null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<Vec<String>>,
 }
 
 /// One edge of the physical graph.
@@ -231,6 +236,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             parallelism: if ordered_inputs { 1 } else { c.parallelism().unwrap_or(default) },
             state: state(c.state()),
             task: 0,
+            reads: None,
         });
     }
     // Transforms in the order their streams were typed (topological).
@@ -264,6 +270,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             parallelism,
             state: state(c.state()).map(|st| State { declared: c.states(), ..st }),
             task: 0,
+            reads: None,
         });
     }
     for (name, s) in &p.sinks {
@@ -280,6 +287,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             parallelism: if ordered_inputs && single_input { 1 } else { c.parallelism().unwrap_or(default) },
             state: state(c.state()),
             task: 0,
+            reads: None,
         });
     }
     let par: HashMap<String, u32> = ops.iter().map(|o| (o.id.clone(), o.parallelism)).collect();
@@ -337,6 +345,24 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
                 e.columns = Some(kept.iter().map(|c| c.name.clone()).collect());
                 e.schema = kept;
             }
+        }
+    }
+    // What each source must decode: the union of what the consumers of its stream read.
+    for op in ops.iter_mut().filter(|o| o.role == "source") {
+        let stream = &v.streams[&op.id].schema;
+        let mut read: Vec<String> = stream.event_time.iter().cloned().collect();
+        read.extend(stream.schema.fields().iter().filter(|f| !f.is_nullable()).map(|f| f.name().clone()));
+        let all_known = edges.iter().filter(|e| e.stream == op.id).all(|e| {
+            let reads = p.transforms.get(&e.to).and_then(|t| {
+                let t = t.get();
+                (t.inputs().len() == 1).then(|| t.reads(stream)).flatten()
+            });
+            reads.map(|r| read.extend(r)).is_some()
+        });
+        let kept: Vec<String> =
+            stream.column_names().into_iter().filter(|c| read.iter().any(|r| r == c)).map(String::from).collect();
+        if all_known && kept.len() < stream.schema.fields().len() {
+            op.reads = Some(kept);
         }
     }
     // Tasks: follow chained edges from every operator that is not chained to its input.
@@ -416,6 +442,9 @@ impl PhysicalPlan {
                 let op = ops[id.as_str()];
                 let arrow = if i == 0 { "  " } else { "  ↳ " };
                 let _ = writeln!(s, "{arrow}{} [{} {}] {}", op.id, op.role, op.ty, op.description);
+                if let Some(reads) = &op.reads {
+                    let _ = writeln!(s, "      decodes only {} (nothing downstream reads the rest)", reads.join(", "));
+                }
                 if let Some(st) = &op.state {
                     let backend = st.backend.map(|b| format!(" in {b}")).unwrap_or_default();
                     let what = if st.declared.is_empty() {

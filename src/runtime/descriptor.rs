@@ -74,6 +74,9 @@ pub struct DeploymentDescriptor {
     /// For a transform head, per input (by input index): the columns its input edge carries,
     /// when the edge prunes the stream to what the transform reads.
     pub input_columns: Vec<Option<Vec<String>>>,
+    /// For a source head: the columns it must decode, when its consumers read fewer than all.
+    #[serde(default)]
+    pub source_columns: Option<Vec<String>>,
 }
 
 /// The partitioner of edge `e`; a hash key that is not a column of the stream is an error.
@@ -171,6 +174,7 @@ pub fn build(
                 edge.and_then(|e| e.columns.clone())
             })
             .collect();
+        let source_columns = plan.operators.iter().find(|o| &o.id == head).and_then(|o| o.reads.clone());
         for s in 0..parallelism {
             let id = SubtaskId { task: t.id, subtask: s };
             let outputs = streams
@@ -196,6 +200,7 @@ pub fn build(
                 splits: all_splits.iter().skip(s).step_by(parallelism).cloned().collect(),
                 all_splits,
                 input_columns: input_columns.clone(),
+                source_columns: source_columns.clone(),
             });
         }
     }

@@ -381,6 +381,7 @@ impl<'a> TaskExecutor<'a> {
                 state: self.state.clone(),
                 key_groups: crate::state::key_group_range(s as u32, p.key_groups(), d.parallelism as u32),
                 max_parallelism: p.key_groups(),
+                read_columns: if i == 0 { d.source_columns.clone() } else { None },
             };
             let op: Box<dyn Operator> = if let Some(src) = p.sources.get(id) {
                 let schema = &v.streams[id].schema;

@@ -9,6 +9,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -96,6 +97,49 @@ impl Compiler {
         let plan = futures::executor::block_on(state.create_logical_plan(sql))?;
         let plan = state.optimize(&plan)?;
         self.plan(&plan, input)
+    }
+
+    /// The columns of `input` a stateless SELECT reads (in its projections and conditions),
+    /// from its optimized plan; `None` when that cannot be told.
+    pub fn query_reads(&self, sql: &str, input: &str, schema: &SchemaRef) -> Option<Vec<String>> {
+        size_ok(sql).ok()?;
+        let table = Arc::new(datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]]).ok()?);
+        self.ctx.register_table(input, table).ok()?;
+        let state = self.ctx.state();
+        let plan = futures::executor::block_on(state.create_logical_plan(sql)).ok()?;
+        let plan = state.optimize(&plan).ok()?;
+        let mut scans = Vec::new();
+        let _ = plan.apply(|node| {
+            match node {
+                LogicalPlan::TableScan(scan) => scans.push(scan.projection.clone()),
+                LogicalPlan::EmptyRelation(_) => scans.push(Some(Vec::new())),
+                _ => {}
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        // One scan (or none, for a query that reads nothing), with a projection.
+        match scans.as_slice() {
+            [Some(projection)] => Some(projection.iter().map(|&i| schema.field(i).name().clone()).collect()),
+            _ => None,
+        }
+    }
+
+    /// The columns of `input` that the expressions `sqls` read; `None` when one does not parse.
+    pub fn expression_reads<'a>(
+        &self,
+        sqls: impl IntoIterator<Item = &'a str>,
+        input: &str,
+        schema: &SchemaRef,
+    ) -> Option<Vec<String>> {
+        let df = DFSchema::try_from_qualified_schema(input, schema).ok()?;
+        let mut read = Vec::new();
+        for sql in sqls {
+            let expr = self.parse(sql, &df).ok()?;
+            read.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+        }
+        read.sort();
+        read.dedup();
+        Some(read)
     }
 
     /// Compiles an optimized plan over the stream `input`: projections, filters and aliases

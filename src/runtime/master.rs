@@ -213,6 +213,7 @@ mod tests {
             splits: Vec::new(),
             all_splits: Vec::new(),
             input_columns: Vec::new(),
+            source_columns: None,
         }
     }
 

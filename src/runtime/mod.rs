@@ -311,6 +311,9 @@ pub struct BuildContext {
     pub key_groups: std::ops::Range<u16>,
     /// The job's number of key groups.
     pub max_parallelism: u32,
+    /// For sources: the columns some consumer reads, when that is fewer than all; a source
+    /// may leave the others null (they must be nullable) instead of decoding them.
+    pub read_columns: Option<Vec<String>>,
 }
 
 /// The schema of dead-letter streams: which source, the raw record, why, and where.

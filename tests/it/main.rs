@@ -11,6 +11,7 @@ mod hardening_runtime;
 mod hardening_source;
 mod hardening_spec;
 mod mutation;
+mod projection;
 mod schema;
 mod state_backends;
 mod windows;

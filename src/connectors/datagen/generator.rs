@@ -369,6 +369,7 @@ mod tests {
             state: crate::state::StateEnv::memory(),
             key_groups: 0..128,
             max_parallelism: 128,
+            read_columns: None,
         };
         let fields: Vec<_> = cfg
             .schema

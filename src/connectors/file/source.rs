@@ -16,6 +16,7 @@ use arrow::array::{ArrayRef, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use super::{FileFormat, FileSource, OnError, values};
@@ -252,9 +253,19 @@ pub struct FileReader {
     header: bool,
     delimiter: u8,
     schema: SchemaRef,
+    /// The declared columns decoded, by index, when consumers read fewer than all; the others
+    /// are left null (see [`BuildContext::read_columns`]).
+    read: Option<Vec<usize>>,
+    /// The declared schema of the decoded columns.
+    read_declared: SchemaRef,
+    /// The text schema the CSV or JSON-lines decoder reads with (decoded columns only).
     read_schema: SchemaRef,
+    /// Per declared column left undecoded: a null column to slice, grown on demand.
+    nulls: Vec<Option<ArrayRef>>,
     on_error: OnError,
     event_time: Option<usize>,
+    /// The event time's index among the decoded columns.
+    read_event_time: Option<usize>,
     out_of_orderness: i64,
     files: VecDeque<PathBuf>,
     open: Vec<Split>,
@@ -285,6 +296,16 @@ impl FileReader {
         }
         let csv = cfg.csv.as_ref();
         let event_time = schema.event_time.as_ref().and_then(|c| schema.schema.index_of(c).ok());
+        let fields = schema.schema.fields();
+        // Only nullable columns are left undecoded (the plan keeps non-nullable ones).
+        let read: Option<Vec<usize>> = ctx.read_columns.as_ref().map(|cols| {
+            (0..fields.len()).filter(|&i| cols.contains(fields[i].name()) || !fields[i].is_nullable()).collect()
+        });
+        let read_declared = match &read {
+            Some(r) => Arc::new(schema.schema.project(r)?),
+            None => schema.schema.clone(),
+        };
+        let read_event_time = schema.event_time.as_ref().and_then(|c| read_declared.index_of(c).ok());
         Ok(FileReader {
             name: ctx.operator.clone(),
             path,
@@ -293,9 +314,13 @@ impl FileReader {
             header: csv.is_none_or(|c| c.header),
             delimiter: csv.and_then(|c| c.delimiter.as_ref()).and_then(|d| d.bytes().next()).unwrap_or(b','),
             schema: schema.schema.clone(),
-            read_schema: values::text_schema(&schema.schema),
+            read_schema: values::text_schema(&read_declared),
+            nulls: vec![None; fields.len()],
+            read,
+            read_declared,
             on_error: cfg.on_error,
             event_time,
+            read_event_time,
             out_of_orderness: cfg
                 .event_time
                 .as_ref()
@@ -351,9 +376,21 @@ impl FileReader {
         Ok(match self.format {
             FileFormat::Parquet => {
                 let mut rows = 0;
+                let read =
+                    self.read.as_ref().map(|r| r.iter().map(|&i| self.schema.field(i).name()).collect::<Vec<_>>());
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                     .and_then(|b| {
                         rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
+                        // Only the columns read leave the file (a missing one is reported later).
+                        let b = match &read {
+                            Some(read) => {
+                                let roots =
+                                    b.schema().fields().iter().enumerate().filter(|(_, f)| read.contains(&f.name()));
+                                let mask = ProjectionMask::roots(b.parquet_schema(), roots.map(|(i, _)| i));
+                                b.with_projection(mask)
+                            }
+                            None => b,
+                        };
                         b.with_batch_size(CHUNK_LINES).build()
                     })
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
@@ -436,7 +473,8 @@ impl FileReader {
     fn decode_csv(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         if self.csv.is_none() {
             self.csv = Some(
-                arrow::csv::ReaderBuilder::new(self.read_schema.clone())
+                arrow::csv::ReaderBuilder::new(values::text_schema(&self.schema))
+                    .with_projection(self.read.clone().unwrap_or_else(|| (0..self.schema.fields().len()).collect()))
                     .with_header(false)
                     .with_delimiter(self.delimiter)
                     .with_batch_size(CHUNK_LINES)
@@ -590,6 +628,7 @@ impl FileReader {
             }
         };
         let (batch, errors) = self.conform(&batch, path)?;
+        let batch = self.expand(batch)?;
         bad.extend(errors.into_iter().map(|(row, why)| (rows[row], why)));
         bad.sort_by_key(|b| b.0);
         let shown = path.display().to_string();
@@ -599,12 +638,34 @@ impl FileReader {
         Ok(batch)
     }
 
-    /// `batch` in the declared types, and the rows that are not.
+    /// The decoded columns of `batch` in the declared types, and the rows that are not.
     fn conform(&self, batch: &RecordBatch, path: &Path) -> Result<(RecordBatch, values::RowErrors), OperatorError> {
-        values::conform(batch, &self.schema, self.event_time).map_err(|e| match e {
+        values::conform(batch, &self.read_declared, self.read_event_time).map_err(|e| match e {
             values::ConformError::Missing(c) => OperatorError::new(format!("`{}` has no column `{c}`", path.display())),
             values::ConformError::Arrow(e) => OperatorError::new(format!("reading `{}`: {e}", path.display())),
         })
+    }
+
+    /// A batch of the decoded columns as a batch of every declared column, the undecoded ones
+    /// null (slices of one shared null column: no allocation per batch).
+    fn expand(&mut self, batch: RecordBatch) -> Result<RecordBatch, OperatorError> {
+        let Some(read) = &self.read else { return Ok(batch) };
+        let rows = batch.num_rows();
+        let mut decoded = batch.columns().iter();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            if read.contains(&i) {
+                columns.push(decoded.next().expect("one decoded column per read column").clone());
+                continue;
+            }
+            let null = match &self.nulls[i] {
+                Some(n) if n.len() >= rows => n,
+                _ => self.nulls[i].insert(arrow::array::new_null_array(field.data_type(), rows.max(CHUNK_LINES))),
+            };
+            columns.push(null.slice(0, rows));
+        }
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
     }
 
     /// The rows of a Parquet batch in the declared types, with bad rows handled.
@@ -622,7 +683,7 @@ impl FileReader {
             })
             .collect();
         self.bad(bad)?;
-        Ok(good)
+        self.expand(good)
     }
 
     /// Reads the next batch from open split `s`; `None` at its end.
