@@ -10,6 +10,8 @@
 //! again over 10× the input (their peak memory must stay flat).
 //!
 //! `cargo bench --bench nexmark`. Knobs: `SLUICE_BENCH_EVENTS` (bids, default 1,000,000),
+//! `SLUICE_BENCH_BEFORE` (another `sluice` binary, such as a build of an earlier commit: every
+//! run is repeated with it and shown side by side, a before/after table in one run),
 //! `SLUICE_BENCH_PARALLELISM` (default `1,2`), `SLUICE_BENCH_BIG_GB` (also run q0 over a
 //! JSON-lines file of about this many GB).
 
@@ -102,8 +104,9 @@ fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
 }
 
-/// Decodes every JSON-lines file in `dir` with Arrow alone; returns seconds.
-fn bare_json_decode(dir: &Path) -> f64 {
+/// Decodes the JSON-lines files in `dir` with Arrow alone, on `threads` threads (files dealt
+/// round-robin, as sluice's file source deals them to subtasks); returns seconds.
+fn bare_json_decode(dir: &Path, threads: usize) -> f64 {
     let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("auction", arrow::datatypes::DataType::Int64, true),
         arrow::datatypes::Field::new("bidder", arrow::datatypes::DataType::Int64, true),
@@ -113,24 +116,37 @@ fn bare_json_decode(dir: &Path) -> f64 {
         arrow::datatypes::Field::new("date_time", sluice::spec::values::timestamp_type(), true),
         arrow::datatypes::Field::new("extra", arrow::datatypes::DataType::Utf8, true),
     ]));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("dir").map(|f| f.expect("entry").path()).collect();
+    files.sort();
     let started = Instant::now();
-    let mut rows = 0;
-    for f in std::fs::read_dir(dir).expect("dir") {
-        let file = std::fs::File::open(f.expect("entry").path()).expect("open");
-        let reader = arrow::json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(8192)
-            .build(BufReader::with_capacity(1 << 20, file))
-            .expect("reader");
-        for b in reader {
-            rows += b.expect("decodes").num_rows();
-        }
-    }
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let mine: Vec<PathBuf> = files.iter().skip(t).step_by(threads).cloned().collect();
+            let schema = schema.clone();
+            std::thread::spawn(move || {
+                let mut rows = 0;
+                for f in mine {
+                    let file = std::fs::File::open(f).expect("open");
+                    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+                        .with_batch_size(8192)
+                        .build(BufReader::with_capacity(1 << 20, file))
+                        .expect("reader");
+                    for b in reader {
+                        rows += b.expect("decodes").num_rows();
+                    }
+                }
+                rows
+            })
+        })
+        .collect();
+    let rows: usize = workers.into_iter().map(|w| w.join().expect("decoder")).sum();
     assert!(rows > 0);
     started.elapsed().as_secs_f64()
 }
 
 fn main() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
+    let before: Option<PathBuf> = std::env::var_os("SLUICE_BENCH_BEFORE").map(PathBuf::from);
     let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let big_gb: f64 = std::env::var("SLUICE_BENCH_BIG_GB").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let parallelisms: Vec<u32> = std::env::var("SLUICE_BENCH_PARALLELISM")
@@ -146,12 +162,17 @@ fn main() {
         dir_size(&jsonl) as f64 / 1e6,
         dir_size(&parquet) as f64 / 1e6
     );
+    let before_header = if before.is_some() {
+        format!(" {:>9} {:>10} {:>11} {:>8}", "before s", "before MB", "before f/M", "speedup")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<5} {:<10} {:>3} {:<8} {:>8} {:>12} {:>8} {:>10} {:>8}",
+        "{:<5} {:<10} {:>3} {:<8} {:>8} {:>12} {:>8} {:>10} {:>8}{before_header}",
         "query", "input", "p", "state", "seconds", "events/s", "peak MB", "faults/M", "× q0"
     );
     let mut q0 = std::collections::HashMap::new();
-    let mut q0_jsonl_p1 = 0.0;
+    let mut q0_jsonl = std::collections::HashMap::new();
     for q in QUERIES {
         let backends: &[&str] = if matches!(q, "q5" | "q7" | "q11") { &["memory", "rocksdb"] } else { &["memory"] };
         for &p in &parallelisms {
@@ -164,13 +185,23 @@ fn main() {
                     let r = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
                     if q == "q0" {
                         q0.insert((mode, p), r.seconds);
-                        if mode == "jsonl" && p == 1 {
-                            q0_jsonl_p1 = r.seconds;
+                        if mode == "jsonl" {
+                            q0_jsonl.insert(p, r.seconds);
                         }
                     }
                     let ratio = q0.get(&(mode, p)).map_or(f64::NAN, |s| s / r.seconds);
+                    let then = before.as_ref().map_or(String::new(), |b| {
+                        let o = measure(b, &["run", "--quiet", &path.to_string_lossy()]);
+                        format!(
+                            " {:>9.2} {:>10.1} {:>11.0} {:>8.2}",
+                            o.seconds,
+                            o.peak_mb,
+                            o.minor_faults * 1e6 / events as f64,
+                            o.seconds / r.seconds
+                        )
+                    });
                     println!(
-                        "{q:<5} {mode:<10} {p:>3} {backend:<8} {:>8.2} {:>12.0} {:>8.1} {:>10.0} {ratio:>8.2}",
+                        "{q:<5} {mode:<10} {p:>3} {backend:<8} {:>8.2} {:>12.0} {:>8.1} {:>10.0} {ratio:>8.2}{then}",
                         r.seconds,
                         events as f64 / r.seconds,
                         r.peak_mb,
@@ -180,12 +211,15 @@ fn main() {
             }
         }
     }
-    let bare = bare_json_decode(&jsonl);
-    println!(
-        "\nbaseline: bare Arrow JSON decode of the same files on one thread: {bare:.2} s ({:.0} events/s); q0 over jsonl at p=1 reaches {:.2}× its speed",
-        events as f64 / bare,
-        bare / q0_jsonl_p1
-    );
+    println!();
+    for &p in &parallelisms {
+        let bare = bare_json_decode(&jsonl, p as usize);
+        println!(
+            "baseline: bare Arrow JSON decode of the same files on {p} thread(s): {bare:.2} s ({:.0} events/s); q0 over jsonl at p={p} reaches {:.2}× its speed",
+            events as f64 / bare,
+            q0_jsonl.get(&p).map_or(f64::NAN, |s| bare / s)
+        );
+    }
 
     // Peak memory of stateless queries at 1× and 10× the input.
     let jsonl10 = write_bids(&bin, dir.path(), events * 10, "jsonl");

@@ -1,9 +1,10 @@
 //! The `sluice` command line. See `sluice --help`.
 
-/// mimalloc keeps freed batch memory for reuse instead of handing it back to the kernel after
-/// every chunk, which glibc's malloc does and which makes the next chunk page-fault it back in.
+/// jemalloc: measured against glibc's malloc and mimalloc (`bench/nexmark.rs`), it keeps
+/// freed batch memory for reuse (fewer page faults, faster keyed state) at the peak memory of
+/// glibc; mimalloc was as fast but peaked about twice as high.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     sluice_cli::main()

@@ -46,6 +46,12 @@ impl Transform for Filter {
         self.parallelism
     }
 
+    fn keeps(&self, input: &StreamSchema) -> Option<Vec<crate::plan::predicate::ColumnBound>> {
+        let df = datafusion::common::DFSchema::try_from_qualified_schema(&self.input, &input.schema).ok()?;
+        let condition = crate::runtime::expr::Compiler::default().parse(&self.condition, &df).ok()?;
+        Some(crate::plan::predicate::bounds(&condition))
+    }
+
     fn describe(&self) -> String {
         format!("filter {}", self.condition)
     }

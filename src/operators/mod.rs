@@ -63,6 +63,12 @@ pub trait Transform {
     fn reads(&self, _input: &StreamSchema) -> Option<Vec<String>> {
         None
     }
+    /// Comparisons that hold for every row of its (single) input it can output or act on
+    /// (such as the `column op constant` terms of a filter's condition): a source may skip
+    /// data where one is provably false. `None` when it may use any row.
+    fn keeps(&self, _input: &StreamSchema) -> Option<Vec<crate::plan::predicate::ColumnBound>> {
+        None
+    }
     /// One line for `sluice plan`.
     fn describe(&self) -> String;
     /// Builds the running operator for one subtask; `inputs` and `output` are the schemas

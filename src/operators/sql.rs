@@ -50,6 +50,10 @@ impl Transform for Sql {
         crate::runtime::expr::Compiler::default().query_reads(&self.query, &self.input, &input.schema)
     }
 
+    fn keeps(&self, input: &StreamSchema) -> Option<Vec<crate::plan::predicate::ColumnBound>> {
+        crate::runtime::expr::Compiler::default().query_keeps(&self.query, &self.input, &input.schema)
+    }
+
     fn operator(
         &self,
         _: &BuildContext,

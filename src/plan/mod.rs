@@ -7,6 +7,8 @@
 //! row in one subtask, `rebalance` otherwise. Forward edges into single-input operators are
 //! chained, so a chain of operators runs as one task. Rendering: text, dot, mermaid, json.
 
+pub mod predicate;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -121,6 +123,11 @@ pub struct Operator {
     /// others null.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reads: Option<Vec<String>>,
+    /// For a source whose every consumer keeps only rows meeting some column comparisons: per
+    /// consumer, those comparisons. Data where each consumer has one provably false (by a
+    /// Parquet row group's statistics) is skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skips: Option<Vec<Vec<predicate::ColumnBound>>>,
 }
 
 /// One edge of the physical graph.
@@ -237,6 +244,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             state: state(c.state()),
             task: 0,
             reads: None,
+            skips: None,
         });
     }
     // Transforms in the order their streams were typed (topological).
@@ -271,6 +279,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             state: state(c.state()).map(|st| State { declared: c.states(), ..st }),
             task: 0,
             reads: None,
+            skips: None,
         });
     }
     for (name, s) in &p.sinks {
@@ -288,6 +297,7 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
             state: state(c.state()),
             task: 0,
             reads: None,
+            skips: None,
         });
     }
     let par: HashMap<String, u32> = ops.iter().map(|o| (o.id.clone(), o.parallelism)).collect();
@@ -364,6 +374,15 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
         if all_known && kept.len() < stream.schema.fields().len() {
             op.reads = Some(kept);
         }
+        let consumers: Vec<&Edge> = edges.iter().filter(|e| e.stream == op.id).collect();
+        let keeps: Option<Vec<Vec<predicate::ColumnBound>>> = consumers
+            .iter()
+            .map(|e| {
+                let t = p.transforms.get(&e.to)?.get();
+                (t.inputs().len() == 1).then(|| t.keeps(stream)).flatten().filter(|b| !b.is_empty())
+            })
+            .collect();
+        op.skips = keeps.filter(|k| !k.is_empty());
     }
     // Tasks: follow chained edges from every operator that is not chained to its input.
     let mut tasks = Vec::new();
@@ -444,6 +463,17 @@ impl PhysicalPlan {
                 let _ = writeln!(s, "{arrow}{} [{} {}] {}", op.id, op.role, op.ty, op.description);
                 if let Some(reads) = &op.reads {
                     let _ = writeln!(s, "      decodes only {} (nothing downstream reads the rest)", reads.join(", "));
+                }
+                if let Some(skips) = &op.skips {
+                    let each: Vec<String> = skips
+                        .iter()
+                        .map(|c| c.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" AND "))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "      skips Parquet row groups where none can hold rows with {}",
+                        each.join(" or with ")
+                    );
                 }
                 if let Some(st) = &op.state {
                     let backend = st.backend.map(|b| format!(" in {b}")).unwrap_or_default();

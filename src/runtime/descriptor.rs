@@ -77,6 +77,10 @@ pub struct DeploymentDescriptor {
     /// For a source head: the columns it must decode, when its consumers read fewer than all.
     #[serde(default)]
     pub source_columns: Option<Vec<String>>,
+    /// For a source head: per consumer, comparisons its rows must meet (see
+    /// [`crate::plan::Operator::skips`]).
+    #[serde(default)]
+    pub source_skips: Option<Vec<Vec<crate::plan::predicate::ColumnBound>>>,
 }
 
 /// The partitioner of edge `e`; a hash key that is not a column of the stream is an error.
@@ -174,7 +178,9 @@ pub fn build(
                 edge.and_then(|e| e.columns.clone())
             })
             .collect();
-        let source_columns = plan.operators.iter().find(|o| &o.id == head).and_then(|o| o.reads.clone());
+        let head_op = plan.operators.iter().find(|o| &o.id == head);
+        let source_columns = head_op.and_then(|o| o.reads.clone());
+        let source_skips = head_op.and_then(|o| o.skips.clone());
         for s in 0..parallelism {
             let id = SubtaskId { task: t.id, subtask: s };
             let outputs = streams
@@ -201,6 +207,7 @@ pub fn build(
                 all_splits,
                 input_columns: input_columns.clone(),
                 source_columns: source_columns.clone(),
+                source_skips: source_skips.clone(),
             });
         }
     }

@@ -214,6 +214,7 @@ impl<'a> TaskExecutor<'a> {
                         bytes_total: OperatorMetrics::get(&m.bytes_total),
                         bad_records: OperatorMetrics::get(&m.bad_records),
                         late_dropped: OperatorMetrics::get(&m.late_dropped),
+                        row_groups_skipped: OperatorMetrics::get(&m.row_groups_skipped),
                     },
                 )
             })
@@ -382,6 +383,7 @@ impl<'a> TaskExecutor<'a> {
                 key_groups: crate::state::key_group_range(s as u32, p.key_groups(), d.parallelism as u32),
                 max_parallelism: p.key_groups(),
                 read_columns: if i == 0 { d.source_columns.clone() } else { None },
+                skips: if i == 0 { d.source_skips.clone() } else { None },
             };
             let op: Box<dyn Operator> = if let Some(src) = p.sources.get(id) {
                 let schema = &v.streams[id].schema;

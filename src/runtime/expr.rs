@@ -99,15 +99,45 @@ impl Compiler {
         self.plan(&plan, input)
     }
 
-    /// The columns of `input` a stateless SELECT reads (in its projections and conditions),
-    /// from its optimized plan; `None` when that cannot be told.
-    pub fn query_reads(&self, sql: &str, input: &str, schema: &SchemaRef) -> Option<Vec<String>> {
+    /// The optimized plan of a stateless SELECT over `input`, or `None`.
+    fn optimized(&self, sql: &str, input: &str, schema: &SchemaRef) -> Option<LogicalPlan> {
         size_ok(sql).ok()?;
         let table = Arc::new(datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]]).ok()?);
         self.ctx.register_table(input, table).ok()?;
         let state = self.ctx.state();
         let plan = futures::executor::block_on(state.create_logical_plan(sql)).ok()?;
-        let plan = state.optimize(&plan).ok()?;
+        state.optimize(&plan).ok()
+    }
+
+    /// The `column op constant` terms of the conditions a stateless SELECT applies to the rows
+    /// of `input` as they are scanned; `None` when the query cannot be planned.
+    pub fn query_keeps(
+        &self,
+        sql: &str,
+        input: &str,
+        schema: &SchemaRef,
+    ) -> Option<Vec<crate::plan::predicate::ColumnBound>> {
+        let plan = self.optimized(sql, input, schema)?;
+        let mut bounds = Vec::new();
+        let _ = plan.apply(|node| {
+            match node {
+                LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::TableScan(_)) => {
+                    bounds.extend(crate::plan::predicate::bounds(&f.predicate));
+                }
+                LogicalPlan::TableScan(scan) => {
+                    scan.filters.iter().for_each(|e| bounds.extend(crate::plan::predicate::bounds(e)));
+                }
+                _ => {}
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        Some(bounds)
+    }
+
+    /// The columns of `input` a stateless SELECT reads (in its projections and conditions),
+    /// from its optimized plan; `None` when that cannot be told.
+    pub fn query_reads(&self, sql: &str, input: &str, schema: &SchemaRef) -> Option<Vec<String>> {
+        let plan = self.optimized(sql, input, schema)?;
         let mut scans = Vec::new();
         let _ = plan.apply(|node| {
             match node {

@@ -214,6 +214,7 @@ mod tests {
             all_splits: Vec::new(),
             input_columns: Vec::new(),
             source_columns: None,
+            source_skips: None,
         }
     }
 

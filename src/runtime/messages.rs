@@ -61,6 +61,9 @@ pub struct OperatorCounters {
     pub bad_records: u64,
     /// Late rows dropped.
     pub late_dropped: u64,
+    /// Parquet row groups not read: no consumer could use a row of them (sources).
+    #[serde(default)]
+    pub row_groups_skipped: u64,
 }
 
 /// From a task executor to the job master.

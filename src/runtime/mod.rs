@@ -274,6 +274,8 @@ pub struct OperatorMetrics {
     pub bad_records: AtomicU64,
     /// Rows too late for their window and not sent to a late output.
     pub late_dropped: AtomicU64,
+    /// Parquet row groups not read because no consumer could use a row of them.
+    pub row_groups_skipped: AtomicU64,
 }
 
 impl OperatorMetrics {
@@ -314,6 +316,9 @@ pub struct BuildContext {
     /// For sources: the columns some consumer reads, when that is fewer than all; a source
     /// may leave the others null (they must be nullable) instead of decoding them.
     pub read_columns: Option<Vec<String>>,
+    /// For sources: per consumer, comparisons every row it uses meets; a source may skip
+    /// blocks of rows where each consumer has one that statistics prove false.
+    pub skips: Option<Vec<Vec<crate::plan::predicate::ColumnBound>>>,
 }
 
 /// The schema of dead-letter streams: which source, the raw record, why, and where.

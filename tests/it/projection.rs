@@ -118,3 +118,89 @@ fn a_source_always_decodes_its_event_time_and_non_nullable_columns() {
     let src = plan["operators"].as_array().unwrap().iter().find(|o| o["id"] == "src").unwrap();
     assert_eq!(src["reads"], serde_json::json!(["id", "n", "ts"]));
 }
+
+/// A Parquet file of 5 row groups of 100 rows: `id` and `n` count 0..500, `ts` is one second
+/// per row, and `code` is text declared as bigint, with `abc` (a bad record if read) at id 50.
+fn grouped_parquet(dir: &Path) -> String {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+    let path = dir.join("groups.parquet");
+    let ids: Vec<i64> = (0..500).collect();
+    let codes: Vec<String> = ids.iter().map(|i| if *i == 50 { "abc".into() } else { (i % 7).to_string() }).collect();
+    let batch = arrow::record_batch::RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        ("n", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        ("code", Arc::new(StringArray::from(codes)) as ArrayRef),
+        (
+            "ts",
+            Arc::new(TimestampMillisecondArray::from_iter_values(ids.iter().map(|i| 1_767_225_600_000 + i * 1000)))
+                as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props))
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs `spec` through the library, returning the rows sink `out` got and the source's
+/// skipped row groups.
+fn run_captured(spec: &str) -> (Vec<serde_json::Map<String, serde_json::Value>>, u64) {
+    use sluice::runtime::{JobOptions, run_job};
+    let report = sluice::spec::validate_text(
+        Path::new("p.yaml"),
+        spec,
+        sluice::spec::loader::Syntax::Yaml,
+        &sluice::spec::Options::default(),
+    );
+    let v = report.validated.unwrap_or_else(|| panic!("{:?}", report.diagnostics));
+    let result = run_job(&v, JobOptions { capture_sinks: true, ..JobOptions::default() }).expect("job runs");
+    let rows = result.captured["out"].iter().flat_map(sluice::testing::rows_of).collect();
+    let skipped = result.stats.iter().find(|s| s.id == "src").unwrap().counters.row_groups_skipped;
+    (rows, skipped)
+}
+
+#[test]
+fn parquet_row_groups_no_consumer_can_use_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = grouped_parquet(dir.path());
+    let source = format!(
+        "src: {{ connector: file, path: \"{data}\", format: parquet, schema: {{ id: bigint, n: bigint, code: bigint, ts: timestamp }}, event_time: {{ column: ts }}, on_error: fail }}"
+    );
+    // Rows with n >= 250 and a key: groups 0 and 1 hold none (group 0 holds the bad `code`).
+    let filtered = format!(
+        "version: 1\nname: p\nsources:\n  {source}\ntransforms:\n  t: {{ type: filter, input: src, where: \"n >= 250 AND 600 > id\" }}\nsinks:\n  out: {{ connector: blackhole, input: t }}\n"
+    );
+    let (rows, skipped) = run_captured(&filtered);
+    assert_eq!(skipped, 2);
+    let mut ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (250..500).collect::<Vec<_>>());
+    let spec = write(dir.path(), "filtered.yaml", filtered.as_bytes());
+    let plan = String::from_utf8_lossy(&sluice(&["plan", &spec]).stdout).into_owned();
+    assert!(plan.contains("skips Parquet row groups where none can hold rows with n >= 250 AND id < 600"), "{plan}");
+
+    // The same through sql, into a window: skipped groups still move event time.
+    let windowed = format!(
+        "version: 1\nname: p\nsources:\n  {source}\ntransforms:\n  t: {{ type: sql, input: src, query: \"SELECT id, ts FROM src WHERE id >= 250\" }}\n  w: {{ type: window_aggregate, input: t, window: {{ type: tumbling, size: 100s }}, aggregates: {{ c: \"count(*)\" }} }}\nsinks:\n  out: {{ connector: blackhole, input: w }}\n"
+    );
+    let (rows, skipped) = run_captured(&windowed);
+    assert_eq!(skipped, 2);
+    let mut counts: Vec<i64> = rows.iter().map(|r| r["c"].as_i64().unwrap()).collect();
+    counts.sort();
+    assert_eq!(counts, vec![50, 100, 100], "windows of 100 s from 250 s on");
+
+    // A consumer without a condition needs every row: nothing is skipped, and the bad value is
+    // found.
+    let both = format!(
+        "version: 1\nname: p\nsources:\n  {source}\ntransforms:\n  t: {{ type: filter, input: src, where: \"n >= 250\" }}\n  u: {{ type: select, input: src, columns: {{ id: id, code: code }} }}\nsinks:\n  out: {{ connector: blackhole, input: t }}\n  all: {{ connector: blackhole, input: u }}\n"
+    );
+    let spec = write(dir.path(), "both.yaml", both.as_bytes());
+    let out = sluice(&["run", "--quiet", &spec]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("row 51") && err.contains("abc"), "{err}");
+}

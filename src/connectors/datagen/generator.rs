@@ -370,6 +370,7 @@ mod tests {
             key_groups: 0..128,
             max_parallelism: 128,
             read_columns: None,
+            skips: None,
         };
         let fields: Vec<_> = cfg
             .schema

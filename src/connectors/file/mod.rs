@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+mod row_groups;
 pub mod sink;
 pub mod source;
 pub mod values;

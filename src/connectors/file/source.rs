@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::row_groups::{self, RowGroups};
 use super::{FileFormat, FileSource, OnError, values};
 use crate::runtime::{BuildContext, OperatorError, OperatorMetrics, SourceEvent, SourceReader, dead_letter_schema};
 use crate::spec::check::StreamSchema;
@@ -81,8 +82,17 @@ fn max_open_files(subtasks: usize) -> usize {
 }
 
 enum Open {
-    Lines { reader: BufReader<File>, line: u64 },
-    Parquet { reader: ParquetRecordBatchReader, row: u64, rows: u64 },
+    Lines {
+        reader: BufReader<File>,
+        line: u64,
+    },
+    /// `row` and `rows` count the rows of the row groups read.
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        row: u64,
+        rows: u64,
+        groups: RowGroups,
+    },
 }
 
 impl Open {
@@ -256,6 +266,9 @@ pub struct FileReader {
     /// The declared columns decoded, by index, when consumers read fewer than all; the others
     /// are left null (see [`BuildContext::read_columns`]).
     read: Option<Vec<usize>>,
+    /// Per consumer, comparisons its rows meet: Parquet row groups where each has one proved
+    /// false are skipped.
+    skips: Option<Vec<Vec<crate::plan::predicate::ColumnBound>>>,
     /// The declared schema of the decoded columns.
     read_declared: SchemaRef,
     /// The text schema the CSV or JSON-lines decoder reads with (decoded columns only).
@@ -317,6 +330,7 @@ impl FileReader {
             read_schema: values::text_schema(&read_declared),
             nulls: vec![None; fields.len()],
             read,
+            skips: ctx.skips.clone(),
             read_declared,
             on_error: cfg.on_error,
             event_time,
@@ -375,12 +389,22 @@ impl FileReader {
             File::open(path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
         Ok(match self.format {
             FileFormat::Parquet => {
-                let mut rows = 0;
+                let mut groups = RowGroups::default();
                 let read =
                     self.read.as_ref().map(|r| r.iter().map(|&i| self.schema.field(i).name()).collect::<Vec<_>>());
+                let event_time = self.event_time.map(|i| self.schema.field(i).name().as_str());
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                     .and_then(|b| {
-                        rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
+                        // Row groups no consumer can use a row of are not read.
+                        groups = RowGroups::plan(&row_groups::Context {
+                            meta: b.metadata(),
+                            file_schema: b.schema(),
+                            parquet_schema: b.parquet_schema(),
+                            declared: &self.schema,
+                            skips: self.skips.as_deref().unwrap_or(&[]),
+                            event_time,
+                        });
+                        let b = b.with_row_groups(groups.kept());
                         // Only the columns read leave the file (a missing one is reported later).
                         let b = match &read {
                             Some(read) => {
@@ -395,7 +419,8 @@ impl FileReader {
                     })
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
                 OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
-                Open::Parquet { reader, row: 0, rows }
+                OperatorMetrics::add(&self.metrics.row_groups_skipped, groups.skipped() as u64);
+                Open::Parquet { reader, row: 0, rows: groups.kept_rows(), groups }
             }
             _ => {
                 let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
@@ -669,7 +694,13 @@ impl FileReader {
     }
 
     /// The rows of a Parquet batch in the declared types, with bad rows handled.
-    fn parquet_batch(&mut self, batch: RecordBatch, first_row: u64, path: &Path) -> Result<RecordBatch, OperatorError> {
+    fn parquet_batch(
+        &mut self,
+        batch: RecordBatch,
+        first_row: u64,
+        groups: &RowGroups,
+        path: &Path,
+    ) -> Result<RecordBatch, OperatorError> {
         let (good, errors) = self.conform(&batch, path)?;
         let shown = path.display().to_string();
         let bad = errors
@@ -679,7 +710,7 @@ impl FileReader {
                 let mut w = arrow::json::LineDelimitedWriter::new(&mut raw);
                 let _ = w.write(&batch.slice(row, 1)).and_then(|_| w.finish());
                 let raw = String::from_utf8_lossy(&raw).trim_end().to_string();
-                (raw, why, format!("{shown}: row {}", first_row + row as u64 + 1))
+                (raw, why, format!("{shown}: row {}", groups.file_row(first_row + row as u64) + 1))
             })
             .collect();
         self.bad(bad)?;
@@ -691,15 +722,25 @@ impl FileReader {
         let split = &mut self.open[s];
         let path = split.path.clone();
         match &mut split.open {
-            Open::Parquet { reader, row, .. } => match reader.next() {
-                Some(Ok(b)) => {
-                    let first = *row;
+            Open::Parquet { reader, row, rows, groups } => {
+                let next = reader.next();
+                let first = *row;
+                if let Some(Ok(b)) = &next {
                     *row += b.num_rows() as u64;
-                    self.parquet_batch(b, first, &path).map(Some)
                 }
-                Some(Err(e)) => Err(OperatorError::new(format!("reading `{}`: {e}", path.display()))),
-                None => Ok(None),
-            },
+                // Event times of the skipped row groups now passed count as read.
+                let read = if next.is_some() { *row } else { *rows };
+                if let Some(t) = groups.passed_event_time(read) {
+                    split.max_event_time = split.max_event_time.max(t);
+                    self.max_event_time = self.max_event_time.max(t);
+                }
+                let groups = groups.clone();
+                match next {
+                    Some(Ok(b)) => self.parquet_batch(b, first, &groups, &path).map(Some),
+                    Some(Err(e)) => Err(OperatorError::new(format!("reading `{}`: {e}", path.display()))),
+                    None => Ok(None),
+                }
+            }
             Open::Lines { reader, line } => {
                 let csv = (self.format == FileFormat::Csv).then_some(self.delimiter);
                 match read_chunk(reader, line, &path, csv, self.schema.fields().len(), &self.metrics)? {
