@@ -163,6 +163,7 @@ fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>, room: usize) -> st
 /// a line end outside quotes, so a quoted field may hold line breaks; a chunk never ends
 /// inside a record.
 fn read_chunk(
+    spare: &mut Option<Chunk>,
     reader: &mut BufReader<File>,
     line: &mut u64,
     path: &Path,
@@ -171,7 +172,16 @@ fn read_chunk(
     metrics: &OperatorMetrics,
 ) -> Result<Option<Chunk>, OperatorError> {
     let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
-    let mut chunk = Chunk { buf: Vec::with_capacity(1 << 16), records: Vec::new(), bad: Vec::new() };
+    // The previous chunk's buffers, emptied: their memory is already paged in.
+    let mut chunk = match spare.take() {
+        Some(mut c) => {
+            c.buf.clear();
+            c.records.clear();
+            c.bad.clear();
+            c
+        }
+        None => Chunk { buf: Vec::with_capacity(1 << 16), records: Vec::new(), bad: Vec::new() },
+    };
     let mut state = CsvState::FieldStart;
     let mut separators = 0;
     let mut open_record = false;
@@ -293,6 +303,8 @@ pub struct FileReader {
     subtask: usize,
     parallelism: usize,
     dead_letters: VecDeque<RecordBatch>,
+    /// The last chunk read, kept for its buffers.
+    spare: Option<Chunk>,
     json: Option<arrow::json::reader::Decoder>,
     csv: Option<arrow::csv::reader::Decoder>,
     metrics: Arc<OperatorMetrics>,
@@ -352,6 +364,7 @@ impl FileReader {
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
             dead_letters: VecDeque::new(),
+            spare: None,
             json: None,
             csv: None,
             metrics: ctx.metrics.clone(),
@@ -620,13 +633,13 @@ impl FileReader {
     }
 
     /// The rows of a chunk of text records, with bad records handled.
-    fn lines_batch(&mut self, chunk: Chunk, path: &Path) -> Result<RecordBatch, OperatorError> {
+    fn lines_batch(&mut self, chunk: &Chunk, path: &Path) -> Result<RecordBatch, OperatorError> {
         let mut bad = chunk.bad.clone();
         let known: HashSet<usize> = bad.iter().map(|b| b.0).collect();
         let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
         let mut good = Vec::new();
         let bulk = match chunk.bad.is_empty() {
-            true => self.decode(&chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len()),
+            true => self.decode(chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len()),
             false => None,
         };
         if let Some(b) = bulk {
@@ -637,12 +650,12 @@ impl FileReader {
                 .iter()
                 .partition(|&&i| serde_json::from_slice::<serde::de::IgnoredAny>(&chunk.buf[chunk.range(i)]).is_err());
             for i in suspect {
-                self.decode_records(&chunk, &[i], &mut good, &mut bad);
+                self.decode_records(chunk, &[i], &mut good, &mut bad);
             }
-            self.decode_records(&chunk, &rest, &mut good, &mut bad);
+            self.decode_records(chunk, &rest, &mut good, &mut bad);
             good.sort_by_key(|g| g.1[0]);
         } else {
-            self.decode_records(&chunk, &idx, &mut good, &mut bad);
+            self.decode_records(chunk, &idx, &mut good, &mut bad);
         }
         let (batch, rows) = match good.len() {
             0 => (RecordBatch::new_empty(self.read_schema.clone()), Vec::new()),
@@ -743,8 +756,13 @@ impl FileReader {
             }
             Open::Lines { reader, line } => {
                 let csv = (self.format == FileFormat::Csv).then_some(self.delimiter);
-                match read_chunk(reader, line, &path, csv, self.schema.fields().len(), &self.metrics)? {
-                    Some(c) => self.lines_batch(c, &path).map(Some),
+                match read_chunk(&mut self.spare, reader, line, &path, csv, self.schema.fields().len(), &self.metrics)?
+                {
+                    Some(c) => {
+                        let batch = self.lines_batch(&c, &path);
+                        self.spare = Some(c);
+                        batch.map(Some)
+                    }
                     None => Ok(None),
                 }
             }
