@@ -174,7 +174,7 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Timers fired per step of one watermark.
+/// Timers fired, and window results emitted per batch, in one step of a watermark.
 const FIRE_STEP: usize = 8192;
 
 /// The states a window aggregate declares, in table order: accumulators, then timers.
@@ -578,9 +578,11 @@ impl WindowOperator {
                 }
             }
             results.sort_unstable_by(|a, b| (a.0.key_group, &a.0.key).cmp(&(b.0.key_group, &b.0.key)));
-            let rows: Vec<(&[u8], i64, i64, Accs)> =
-                results.into_iter().map(|(e, acc)| (&*e.key, start, end, acc)).collect();
-            self.emit(rows, out)?;
+            // In batches of at most FIRE_STEP rows.
+            let mut rows = results.into_iter().map(|(e, acc)| (&*e.key, start, end, acc)).peekable();
+            while rows.peek().is_some() {
+                self.emit(rows.by_ref().take(FIRE_STEP).collect(), out)?;
+            }
             // Slices before this start belong to no later window.
             let keep = self.hot.split_off(&end.saturating_add(slide).saturating_sub(size));
             for (_, t) in std::mem::replace(&mut self.hot, keep) {
