@@ -105,13 +105,20 @@ fn main() {
             };
             let mut gate_round = || {
                 let g = InputGate::new(producers, CAPACITY);
+                let mut inbox = std::collections::VecDeque::new();
                 let tx = g.clone();
                 run(
                     producers,
                     per_producer,
                     rows,
                     move |p, m| tx.send(p, m).expect("open"),
-                    || g.recv().expect("open").1,
+                    // As a subtask takes them: several under one lock.
+                    || {
+                        if inbox.is_empty() {
+                            g.recv_many(Duration::from_secs(3600), 32, &mut inbox).expect("open");
+                        }
+                        inbox.pop_front().expect("a message").1
+                    },
                 )
             };
             let (mut qw, mut qc, mut gw, mut gc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

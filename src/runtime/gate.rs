@@ -144,42 +144,68 @@ impl InputGate {
     /// Like [`InputGate::recv`], but gives `None` after `timeout` without a message, or
     /// earlier when [`InputGate::interrupt`] was called.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<(ChannelId, Message)>, Closed> {
+        let mut one = VecDeque::with_capacity(1);
+        self.recv_many(timeout, 1, &mut one)?;
+        Ok(one.pop_front())
+    }
+
+    /// Like [`InputGate::recv_timeout`], but appends up to `max` messages to `out` under one
+    /// lock, taking turns among the ready channels, and stops after a message that is not a
+    /// batch (what follows a control message, such as a checkpoint barrier that blocks its
+    /// channel, is taken only after the consumer has acted on it). Appends nothing after
+    /// `timeout`, or earlier when [`InputGate::interrupt`] was called.
+    pub fn recv_many(
+        &self,
+        timeout: Duration,
+        max: usize,
+        out: &mut VecDeque<(ChannelId, Message)>,
+    ) -> Result<(), Closed> {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
         loop {
             if inner.closed {
                 return Err(Closed);
             }
-            if let Some(&channel) = inner.ready.front() {
+            if !inner.ready.is_empty() {
+                // Producers to wake once the lock is released (rarely more than one).
+                let mut wake: Vec<u32> = Vec::new();
                 let state = &mut *inner;
-                let c = &mut state.channels[channel as usize];
-                let (message, size) = c.messages.pop_front().expect("a ready channel has messages");
-                c.bytes -= size;
-                // A waiting producer is woken once its channel is half empty, not for every
-                // message taken, and after the lock is released.
-                let wake = c.sender_waiting && c.bytes <= self.channel_capacity / 2;
-                if wake {
-                    c.sender_waiting = false;
-                    state.wakeups += 1;
-                }
-                if c.messages.is_empty() {
-                    c.ready = false;
-                    state.ready.pop_front();
-                } else if state.ready.len() > 1 {
-                    state.ready.rotate_left(1);
+                for _ in 0..max.max(1) {
+                    let Some(&channel) = state.ready.front() else { break };
+                    let c = &mut state.channels[channel as usize];
+                    let (message, size) = c.messages.pop_front().expect("a ready channel has messages");
+                    c.bytes -= size;
+                    // A waiting producer is woken once its channel is half empty, not for every
+                    // message taken.
+                    if c.sender_waiting && c.bytes <= self.channel_capacity / 2 {
+                        c.sender_waiting = false;
+                        state.wakeups += 1;
+                        wake.push(channel);
+                    }
+                    if c.messages.is_empty() {
+                        c.ready = false;
+                        state.ready.pop_front();
+                    } else if state.ready.len() > 1 {
+                        state.ready.rotate_left(1);
+                    }
+                    let control = !matches!(message, Message::Batch(_));
+                    out.push_back((channel as usize, message));
+                    if control {
+                        break;
+                    }
                 }
                 drop(inner);
-                if wake {
+                for channel in wake {
                     self.producers[channel as usize].notify_one();
                 }
-                return Ok(Some((channel as usize, message)));
+                return Ok(());
             }
             if std::mem::take(&mut inner.interrupted) {
-                return Ok(None);
+                return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(());
             }
             inner.receiver_waiting = true;
             inner = self.consumer.wait_timeout(inner, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
@@ -434,6 +460,35 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [(0, 0), (1, 10), (0, 1), (1, 11), (0, 2), (1, 12)]);
+    }
+
+    #[test]
+    fn many_are_taken_in_turns_and_stop_after_a_control_message() {
+        let g = InputGate::new(2, 1 << 20);
+        let rows = |n: i64| {
+            let a: arrow::array::ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![n]));
+            Message::Batch(arrow::record_batch::RecordBatch::try_from_iter([("a", a)]).unwrap())
+        };
+        for i in 0..3 {
+            g.send(0, rows(i)).unwrap();
+            g.send(1, rows(10 + i)).unwrap();
+        }
+        g.send(0, Message::Watermark(5)).unwrap();
+        g.send(0, rows(3)).unwrap();
+        let mut out = VecDeque::new();
+        g.recv_many(Duration::ZERO, 4, &mut out).unwrap();
+        let from: Vec<usize> = out.iter().map(|(c, _)| *c).collect();
+        assert_eq!(from, vec![0, 1, 0, 1], "at most `max`, channels in turn");
+        out.clear();
+        g.recv_many(Duration::ZERO, 100, &mut out).unwrap();
+        let taken: Vec<(usize, bool)> = out.iter().map(|(c, m)| (*c, matches!(m, Message::Watermark(5)))).collect();
+        assert_eq!(taken, vec![(0, false), (1, false), (0, true)], "nothing after the watermark");
+        out.clear();
+        g.recv_many(Duration::ZERO, 100, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        out.clear();
+        g.recv_many(Duration::from_millis(5), 100, &mut out).unwrap();
+        assert!(out.is_empty(), "nothing left: the timeout passes");
     }
 
     #[test]

@@ -159,6 +159,9 @@ fn tick(nodes: &mut [Node]) -> Result<(), TaskFailure> {
 /// How often subtasks tick (busy or not).
 const TICK: Duration = Duration::from_secs(1);
 
+/// Messages a subtask takes from its input gate under one lock.
+const INBOX: usize = 32;
+
 /// How often a source sends its watermark downstream when it advances (Flink's default
 /// periodic watermark interval). Between watermarks the rows of many batches travel
 /// together: a hash edge coalesces them into full batches.
@@ -459,6 +462,8 @@ pub fn run_gate(
     if channels.is_empty() {
         return end(nodes);
     }
+    // Messages taken from the gate and not yet handled.
+    let mut inbox = std::collections::VecDeque::with_capacity(INBOX);
     loop {
         if read_mail(mailbox, ack) == Mail::Abort {
             return Err(cancelled(nodes));
@@ -468,16 +473,15 @@ pub fn run_gate(
             last_tick = Instant::now();
             tick(nodes)?;
         }
-        let (from, message) = match gate.recv_timeout(TICK.saturating_sub(last_tick.elapsed())) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                if last_tick.elapsed() >= TICK {
-                    last_tick = Instant::now();
-                    tick(nodes)?;
-                }
-                continue;
+        if inbox.is_empty() && gate.recv_many(TICK.saturating_sub(last_tick.elapsed()), INBOX, &mut inbox).is_err() {
+            return Err(cancelled(nodes));
+        }
+        let Some((from, message)) = inbox.pop_front() else {
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                tick(nodes)?;
             }
-            Err(_) => return Err(cancelled(nodes)),
+            continue;
         };
         match message {
             Message::Batch(batch) => {
