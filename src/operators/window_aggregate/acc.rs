@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::state::backend::{StateError, StateResult};
-use crate::state::codec::Codec;
+use crate::state::codec::{Codec, WindowNs};
 
 /// One running aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +279,44 @@ impl Codec for Accs {
     }
 }
 
+/// The sessions of one key, by start, each with its accumulators: one stored value per key, so
+/// a key's sessions are one read and one write, not a scan.
+///
+/// Encoding: the number of sessions (u32), then per session its window (16 bytes, as
+/// [`WindowNs`]), the length of its accumulators (u32) and their encoding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionList(pub Vec<(WindowNs, Accs)>);
+
+impl Codec for SessionList {
+    const NAME: &'static str = "sessions (window, accumulators)";
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
+        let mut accs = Vec::new();
+        for (w, a) in &self.0 {
+            w.encode(out);
+            accs.clear();
+            a.encode(&mut accs);
+            put_bytes(out, &accs);
+        }
+    }
+
+    fn decode(b: &[u8]) -> StateResult<Self> {
+        let mut r = Reader(b);
+        let n = r.u32()? as usize;
+        let mut sessions = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let w = WindowNs::decode(r.take(16)?)?;
+            let len = r.u32()? as usize;
+            sessions.push((w, Accs::decode(r.take(len)?)?));
+        }
+        if !r.0.is_empty() {
+            return Err(malformed());
+        }
+        Ok(SessionList(sessions))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +335,20 @@ mod tests {
             Acc::MaxBytes(Some(vec![1, 2, 3])),
             Acc::Avg(2.25, 7),
         ])
+    }
+
+    #[test]
+    fn session_lists_round_trip_and_refuse_damage() {
+        let list = SessionList(vec![
+            (WindowNs { start: -5, end: 10 }, sample()),
+            (WindowNs { start: 20, end: 30 }, Accs(vec![Acc::Count(1)])),
+        ]);
+        let bytes = list.to_bytes();
+        assert_eq!(SessionList::decode(&bytes).unwrap(), list);
+        for cut in 0..bytes.len() {
+            assert!(SessionList::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(SessionList::decode(&SessionList::default().to_bytes()).unwrap(), SessionList::default());
     }
 
     #[test]

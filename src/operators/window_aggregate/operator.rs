@@ -9,8 +9,7 @@
 //! windows is already past that point; late rows go to `late_output` or are counted as
 //! dropped. Session windows merge per key when they overlap or touch (a row at `t` opens
 //! `[t, t + gap)`; one at exactly `end` of a session joins it), including when a late row
-//! bridges two sessions (rows of a key are taken in event-time order within a batch); timers
-//! of merged-away sessions are ignored.
+//! bridges two sessions (rows of a key are taken in event-time order within a batch).
 //!
 //! Tumbling and hopping windows are cut into slices of `gcd(size, slide)`: a row updates the
 //! accumulators of its one slice, and a window's result is the merge of its `size / gcd`
@@ -27,7 +26,9 @@
 //!   hold rows in the backend (it starts at or before the latest slice moved there) moves its
 //!   hot slices there first and fires by its timers, so every window fires from one tier.
 //!
-//! Sessions are kept per key in the backend, with a fire and a cleanup timer.
+//! Sessions are kept per key in the backend, with a fire and a cleanup timer; per batch, a
+//! key's sessions and timers are written once, and a session merged into another takes its
+//! timers with it.
 //!
 //! Per batch, argument expressions are evaluated once (vectorized, by DataFusion), and each
 //! row's key is row-encoded and hashed to its key group once (the partition hash).
@@ -48,7 +49,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::Window;
-use super::acc::{Acc, Accs, max_bytes, min_bytes};
+use super::acc::{Acc, Accs, SessionList, max_bytes, min_bytes};
 use crate::runtime::expr::Compiler;
 use crate::runtime::{BuildContext, Operator, OperatorError, OperatorMetrics, Output};
 use crate::spec::check::StreamSchema;
@@ -180,7 +181,7 @@ const FIRE_STEP: usize = 8192;
 /// The states a window aggregate declares, in table order: accumulators, then timers.
 pub fn descriptors(window: &Window) -> Vec<StateDescriptor> {
     let acc = match window {
-        Window::Session { .. } => ValueState::<WindowNs, Accs>::descriptor("sessions"),
+        Window::Session { .. } => ValueState::<(), SessionList>::descriptor("sessions"),
         _ => ValueState::<i64, Accs>::descriptor("slices"),
     };
     vec![acc, Timers::<TimerNs>::descriptor("timers")]
@@ -204,7 +205,7 @@ pub struct WindowOperator {
     watermark: i64,
     state: Box<dyn StateBackend>,
     slices: ValueState<i64, Accs>,
-    sessions: ValueState<WindowNs, Accs>,
+    sessions: ValueState<(), SessionList>,
     timers: Timers<TimerNs>,
     key_groups: Range<u16>,
     max_parallelism: u32,
@@ -726,14 +727,27 @@ impl WindowOperator {
 
     /// Every session of `k`, by start.
     fn load_sessions(&self, k: KeyCtx<'_>) -> Result<Vec<(WindowNs, Accs)>, OperatorError> {
-        let full = keyed_prefix(k.key_group, k.key, &[0; 16]);
-        let prefix = &full[..full.len() - 16];
-        let mut out = Vec::new();
-        for e in self.state.prefix(ACC, prefix)? {
-            let (key, value) = e?;
-            out.push((WindowNs::decode(&key[prefix.len()..])?, Accs::decode(&value)?));
+        Ok(self.sessions.get(&*self.state, k, &())?.map(|l| l.0).unwrap_or_default())
+    }
+
+    /// Stores the sessions of `k` (none: removes them).
+    fn store_sessions(&mut self, k: KeyCtx<'_>, sessions: Vec<(WindowNs, Accs)>) -> Result<(), OperatorError> {
+        if sessions.is_empty() {
+            return Ok(self.sessions.clear(&mut *self.state, k, &())?);
         }
-        Ok(out)
+        Ok(self.sessions.put(&mut *self.state, k, &(), &SessionList(sessions))?)
+    }
+
+    /// Deletes the timers of a session that merged into another.
+    fn unregister_session(&mut self, k: KeyCtx<'_>, w: WindowNs) -> Result<(), OperatorError> {
+        let fire = TimerNs { window: w, action: TimerAction::Fire };
+        self.timers.delete(&mut *self.state, k, w.end.saturating_sub(1), &fire)?;
+        if self.lateness > 0 {
+            let cleanup = TimerNs { window: w, action: TimerAction::Cleanup };
+            let at = self.cleanup_time(w.end);
+            self.timers.delete(&mut *self.state, k, at, &cleanup)?;
+        }
+        Ok(())
     }
 
     fn register_session(&mut self, k: KeyCtx<'_>, w: WindowNs) -> Result<(), OperatorError> {
@@ -779,6 +793,8 @@ impl WindowOperator {
             rows.sort_by_key(|&r| ts.value(r as usize));
             let mut sessions = self.load_sessions(k)?;
             let before: Vec<WindowNs> = sessions.iter().map(|s| s.0).collect();
+            // Which sessions this batch changed (created, extended, merged or added to).
+            let mut changed: Vec<bool> = vec![false; sessions.len()];
             let mut touched: Vec<WindowNs> = Vec::new();
             for r in rows {
                 let t = ts.value(r as usize);
@@ -795,6 +811,7 @@ impl WindowOperator {
                 let mut acc = self.new_accs();
                 for &i in overlapping.iter().rev() {
                     let (old, old_acc) = sessions.remove(i);
+                    changed.remove(i);
                     w.start = w.start.min(old.start);
                     w.end = w.end.max(old.end);
                     acc.merge(&old_acc);
@@ -802,28 +819,34 @@ impl WindowOperator {
                 for (i, (arg, bytes)) in args.iter().enumerate() {
                     add(&mut acc.0[i], arg, bytes.as_ref(), r as usize);
                 }
-                // Timers are a set: registering an unchanged session again is a no-op.
-                self.register_session(k, w)?;
                 if self.is_due(w.end) {
                     touched.retain(|x| *x != w);
                     touched.push(w);
                 }
                 sessions.push((w, acc));
+                changed.push(true);
             }
-            // Timers of sessions merged away stay; they find no session when they fire.
-            for old in before {
-                if !sessions.iter().any(|s| s.0 == old) {
-                    self.sessions.clear(&mut *self.state, k, &old)?;
+            // Sessions merged into others go, with their timers; state and timers are written
+            // once per batch, for what changed.
+            for old in &before {
+                if !sessions.iter().any(|s| s.0 == *old) {
+                    self.unregister_session(k, *old)?;
                 }
             }
-            for (w, acc) in &sessions {
-                self.sessions.put(&mut *self.state, k, w, acc)?;
+            for ((w, _), _) in sessions.iter().zip(&changed).filter(|(_, c)| **c) {
+                if !before.contains(w) {
+                    self.register_session(k, *w)?;
+                }
             }
             // A session updated twice in one batch is reported once, with its latest value.
             for w in touched {
                 if let Some((_, acc)) = sessions.iter().find(|s| s.0 == w) {
                     results.push((key.to_vec(), w.start, w.end, acc.clone()));
                 }
+            }
+            if changed.contains(&true) || sessions.len() != before.len() {
+                sessions.sort_by_key(|s| s.0);
+                self.store_sessions(k, sessions)?;
             }
         }
         self.emit(results, out)?;
@@ -833,13 +856,15 @@ impl WindowOperator {
     fn fire_session(&mut self, t: DueTimer<TimerNs>, results: &mut Vec<Result4>) -> Result<(), OperatorError> {
         let k = KeyCtx { key_group: t.key_group, key: &t.key };
         let w = t.namespace.window;
+        let mut sessions = self.load_sessions(k)?;
         // A timer of a session that has since merged into another finds nothing.
-        let Some(acc) = self.sessions.get(&*self.state, k, &w)? else { return Ok(()) };
+        let Some(i) = sessions.iter().position(|s| s.0 == w) else { return Ok(()) };
         if t.namespace.action == TimerAction::Fire {
-            results.push((t.key.clone(), w.start, w.end, acc));
+            results.push((t.key.clone(), w.start, w.end, sessions[i].1.clone()));
         }
         if t.namespace.action == TimerAction::Cleanup || self.lateness == 0 {
-            self.sessions.clear(&mut *self.state, k, &w)?;
+            sessions.remove(i);
+            self.store_sessions(k, sessions)?;
         }
         Ok(())
     }
