@@ -10,7 +10,8 @@
 //! again over 10× the input (their peak memory must stay flat).
 //!
 //! `cargo bench --bench nexmark`. Knobs: `SLUICE_BENCH_EVENTS` (bids, default 1,000,000),
-//! `SLUICE_BENCH_BEFORE` (another `sluice` binary, such as a build of an earlier commit: every
+//! `SLUICE_BENCH_RUNS` (each configuration runs this many times and the fastest run counts,
+//! default 3), `SLUICE_BENCH_BEFORE` (another `sluice` binary, such as a build of an earlier commit: every
 //! run is repeated with it and shown side by side, a before/after table in one run),
 //! `SLUICE_BENCH_PARALLELISM` (default `1,2`), `SLUICE_BENCH_BIG_GB` (also run q0 over a
 //! JSON-lines file of about this many GB).
@@ -87,6 +88,14 @@ fn measure(bin: &Path, args: &[&str]) -> Run {
     Run { seconds, peak_mb: usage.ru_maxrss as f64 / 1024.0, minor_faults: usage.ru_minflt as f64 }
 }
 
+/// The fastest of `runs` runs (with its memory and faults).
+fn best_of(runs: usize, bin: &Path, args: &[&str]) -> Run {
+    (0..runs.max(1))
+        .map(|_| measure(bin, args))
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .expect("at least one run")
+}
+
 /// Writes `events` bids to `dir/bids.<format>` with sluice itself.
 fn write_bids(bin: &Path, dir: &Path, events: u64, format: &str) -> PathBuf {
     let out = dir.join(format!("bids-{events}-{format}"));
@@ -147,6 +156,7 @@ fn bare_json_decode(dir: &Path, threads: usize) -> f64 {
 fn main() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
     let before: Option<PathBuf> = std::env::var_os("SLUICE_BENCH_BEFORE").map(PathBuf::from);
+    let runs: usize = std::env::var("SLUICE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let big_gb: f64 = std::env::var("SLUICE_BENCH_BIG_GB").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let parallelisms: Vec<u32> = std::env::var("SLUICE_BENCH_PARALLELISM")
@@ -158,7 +168,7 @@ fn main() {
     let jsonl = write_bids(&bin, dir.path(), events, "jsonl");
     let parquet = write_bids(&bin, dir.path(), events, "parquet");
     println!(
-        "nexmark bids: {events} events; jsonl {:.0} MB, parquet {:.0} MB (two files each); release build",
+        "nexmark bids: {events} events; jsonl {:.0} MB, parquet {:.0} MB (two files each); release build; fastest of {runs} runs",
         dir_size(&jsonl) as f64 / 1e6,
         dir_size(&parquet) as f64 / 1e6
     );
@@ -182,7 +192,7 @@ fn main() {
                 for backend in backends {
                     let path = dir.path().join(format!("{q}-{mode}-{p}-{backend}.yaml"));
                     std::fs::write(&path, spec(q, mode, events, data, p, backend)).expect("spec");
-                    let r = measure(&bin, &["run", "--quiet", &path.to_string_lossy()]);
+                    let r = best_of(runs, &bin, &["run", "--quiet", &path.to_string_lossy()]);
                     if q == "q0" {
                         q0.insert((mode, p), r.seconds);
                         if mode == "jsonl" {
@@ -191,7 +201,7 @@ fn main() {
                     }
                     let ratio = q0.get(&(mode, p)).map_or(f64::NAN, |s| s / r.seconds);
                     let then = before.as_ref().map_or(String::new(), |b| {
-                        let o = measure(b, &["run", "--quiet", &path.to_string_lossy()]);
+                        let o = best_of(runs, b, &["run", "--quiet", &path.to_string_lossy()]);
                         format!(
                             " {:>9.2} {:>10.1} {:>11.0} {:>8.2}",
                             o.seconds,
@@ -213,7 +223,7 @@ fn main() {
     }
     println!();
     for &p in &parallelisms {
-        let bare = bare_json_decode(&jsonl, p as usize);
+        let bare = (0..runs.max(1)).map(|_| bare_json_decode(&jsonl, p as usize)).fold(f64::INFINITY, f64::min);
         println!(
             "baseline: bare Arrow JSON decode of the same files on {p} thread(s): {bare:.2} s ({:.0} events/s); q0 over jsonl at p={p} reaches {:.2}× its speed",
             events as f64 / bare,
