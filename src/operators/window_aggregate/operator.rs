@@ -1057,3 +1057,75 @@ impl Operator for WindowOperator {
         self.move_to_state(all, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::loader::Syntax;
+    use crate::spec::{Options, validate_text};
+
+    struct Collect(Vec<RecordBatch>);
+
+    impl Output for Collect {
+        fn emit(&mut self, batch: RecordBatch) -> Result<(), OperatorError> {
+            self.0.push(batch);
+            Ok(())
+        }
+        fn emit_side(&mut self, _: usize, _: RecordBatch) -> Result<(), OperatorError> {
+            Ok(())
+        }
+    }
+
+    /// Every stored entry of table `t`.
+    fn entries(op: &WindowOperator, t: crate::state::backend::TableId) -> usize {
+        op.state.range(t, &[], None).unwrap().count()
+    }
+
+    #[test]
+    fn merged_sessions_take_their_timers_with_them() {
+        let spec = "version: 1\nname: s\nsources:\n  e: { connector: datagen, count: 1, schema: { k: bigint, ts: timestamp }, event_time: { column: ts } }\ntransforms:\n  w: { type: window_aggregate, input: e, key: [k], window: { type: session, gap: 10s }, aggregates: { n: \"count(*)\" } }\nsinks:\n  out: { connector: blackhole, input: w }\n";
+        let report = validate_text(std::path::Path::new("s.yaml"), spec, Syntax::Yaml, &Options::default());
+        let v = report.validated.expect("valid");
+        let crate::operators::TransformConfig::WindowAggregate(w) = &v.pipeline.transforms["w"] else { panic!() };
+        let ctx = BuildContext {
+            operator: "w".into(),
+            subtask: 0,
+            parallelism: 1,
+            metrics: Default::default(),
+            stop: Default::default(),
+            splits: Vec::new(),
+            all_splits: Vec::new(),
+            state: crate::state::StateEnv::memory(),
+            key_groups: 0..v.pipeline.key_groups() as u16,
+            max_parallelism: v.pipeline.key_groups(),
+            read_columns: None,
+            skips: None,
+        };
+        let mut op = WindowOperator::new(w, &ctx, "e", &v.streams["e"].schema, &v.streams["w"].schema).unwrap();
+        let schema = v.streams["e"].schema.schema.clone();
+        let batch = |rows: &[(i64, i64)]| {
+            let k = arrow::array::Int64Array::from_iter_values(rows.iter().map(|r| r.0));
+            let ts = TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1 * 1000))
+                .with_timezone_opt(Some(Arc::from("UTC")));
+            let ts = cast(&ts, schema.field(1).data_type()).unwrap();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(k), ts]).unwrap()
+        };
+        let mut out = Collect(Vec::new());
+        // Key 1: sessions [0 s, 10 s) and [15 s, 25 s); key 2: [0 s, 10 s).
+        op.process(0, batch(&[(1, 0), (1, 15), (2, 0)]), &mut out).unwrap();
+        assert_eq!(entries(&op, TIMERS), 3, "one timer per session");
+        // A row at 8 s bridges key 1's sessions (and one at 5 s extends key 2's): each key has
+        // one session left, with one timer.
+        op.process(0, batch(&[(1, 8), (2, 5)]), &mut out).unwrap();
+        assert_eq!(entries(&op, TIMERS), 2, "merged and extended sessions left no timers behind");
+        assert_eq!(entries(&op, ACC), 2, "one stored value per key");
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        let counts: Vec<i64> = out
+            .0
+            .iter()
+            .flat_map(|b| b.column(3).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect();
+        assert_eq!(counts, vec![2, 3], "by end: key 2 [0 s, 15 s), then key 1 [0 s, 25 s)");
+        assert_eq!((entries(&op, TIMERS), entries(&op, ACC)), (0, 0), "fired sessions leave nothing");
+    }
+}
