@@ -2,8 +2,9 @@
 # Installs the system packages the build uses, from Debian. Run by .ci/run; safe to re-run.
 #   mold: a faster linker (optional; the build works without it).
 #   libclang-dev, g++: RocksDB (the `rocksdb` crate) builds its bundled C++ with bindgen.
+#   make: jemalloc (the binary's allocator) builds its bundled C with make.
 set -uo pipefail
-packages=(mold libclang-dev g++)
+packages=(mold libclang-dev g++ make)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -321,6 +321,28 @@ pub struct BuildContext {
     pub skips: Option<Vec<Vec<crate::plan::predicate::ColumnBound>>>,
 }
 
+#[cfg(test)]
+impl BuildContext {
+    /// Subtask 0 of 1 of `operator`, owning every one of `max_parallelism` key groups, with
+    /// memory state: for tests that build an operator outside a job.
+    pub fn local(operator: &str, max_parallelism: u32) -> Self {
+        BuildContext {
+            operator: operator.into(),
+            subtask: 0,
+            parallelism: 1,
+            metrics: Default::default(),
+            stop: Default::default(),
+            splits: Vec::new(),
+            all_splits: Vec::new(),
+            state: crate::state::StateEnv::memory(),
+            key_groups: 0..max_parallelism as u16,
+            max_parallelism,
+            read_columns: None,
+            skips: None,
+        }
+    }
+}
+
 /// The schema of dead-letter streams: which source, the raw record, why, and where.
 pub fn dead_letter_schema() -> arrow::datatypes::SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};

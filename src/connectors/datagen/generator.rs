@@ -358,20 +358,7 @@ mod tests {
 
     fn reader(yaml: &str) -> DatagenReader {
         let cfg: DatagenSource = serde_json::from_value(serde_json::from_str(yaml).unwrap()).unwrap();
-        let ctx = BuildContext {
-            operator: "gen".into(),
-            subtask: 0,
-            parallelism: 1,
-            metrics: Default::default(),
-            stop: Default::default(),
-            splits: Vec::new(),
-            all_splits: Vec::new(),
-            state: crate::state::StateEnv::memory(),
-            key_groups: 0..128,
-            max_parallelism: 128,
-            read_columns: None,
-            skips: None,
-        };
+        let ctx = BuildContext::local("gen", 128);
         let fields: Vec<_> = cfg
             .schema
             .iter()

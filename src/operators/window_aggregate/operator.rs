@@ -1087,20 +1087,7 @@ mod tests {
         let report = validate_text(std::path::Path::new("s.yaml"), spec, Syntax::Yaml, &Options::default());
         let v = report.validated.expect("valid");
         let crate::operators::TransformConfig::WindowAggregate(w) = &v.pipeline.transforms["w"] else { panic!() };
-        let ctx = BuildContext {
-            operator: "w".into(),
-            subtask: 0,
-            parallelism: 1,
-            metrics: Default::default(),
-            stop: Default::default(),
-            splits: Vec::new(),
-            all_splits: Vec::new(),
-            state: crate::state::StateEnv::memory(),
-            key_groups: 0..v.pipeline.key_groups() as u16,
-            max_parallelism: v.pipeline.key_groups(),
-            read_columns: None,
-            skips: None,
-        };
+        let ctx = BuildContext::local("w", v.pipeline.key_groups());
         let mut op = WindowOperator::new(w, &ctx, "e", &v.streams["e"].schema, &v.streams["w"].schema).unwrap();
         let schema = v.streams["e"].schema.schema.clone();
         let batch = |rows: &[(i64, i64)]| {
