@@ -2,9 +2,11 @@
 //!
 //! The library is what the `sluice` binary is made of: [`spec`] reads and validates spec
 //! files, [`connectors`] and [`operators`] hold the components a spec names, [`plan`] turns a
-//! validated spec into the physical graph, and [`diagnostics`] reports problems with their
-//! location.
+//! validated spec into the physical graph, [`runtime`] runs it with keyed [`state`], and
+//! [`checkpoint`] stores what a restarted job resumes from; [`diagnostics`] reports problems
+//! with their location.
 
+pub mod checkpoint;
 pub mod connectors;
 pub mod diagnostics;
 pub mod operators;

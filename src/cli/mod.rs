@@ -57,6 +57,13 @@ enum Command {
         /// No progress bar or summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Ignore the checkpoints in the spec's storage and start from the beginning.
+        #[arg(long, conflicts_with = "from")]
+        fresh: bool,
+        /// Restore this checkpoint or savepoint (a folder such as `chk-0000000012`, relative to the
+        /// spec's storage, or a full `file://` or `s3://` location) instead of the latest.
+        #[arg(long, value_name = "PATH")]
+        from: Option<String>,
     },
     /// Run the `tests:` of spec files.
     Test {
@@ -90,7 +97,9 @@ pub fn main() -> ExitCode {
             validate(&mut out, &paths, format, deny_warnings, env)
         }
         Command::Plan { spec, format } => plan(&mut out, &spec, format),
-        Command::Run { spec, dry_run, quiet } => run::run(&mut out, &spec, dry_run, quiet),
+        Command::Run { spec, dry_run, quiet, fresh, from } => {
+            run::run(&mut out, &spec, run::RunFlags { dry_run, quiet, fresh, from })
+        }
         Command::Test { paths, update, junit } => run::test(&mut out, &paths, update, junit.as_deref()),
         Command::Schema => {
             let text = serde_json::to_string_pretty(&spec::json_schema()).expect("schema serializes");

@@ -79,25 +79,34 @@ fn summary(err: &mut dyn Write, stats: &[OperatorStats]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Flags of `sluice run`.
+pub struct RunFlags {
+    /// Replace sinks by a capture.
+    pub dry_run: bool,
+    /// No progress or summary.
+    pub quiet: bool,
+    /// Ignore existing checkpoints.
+    pub fresh: bool,
+    /// Restore this checkpoint.
+    pub from: Option<String>,
+}
+
 /// `sluice run`.
-pub fn run(out: &mut dyn Write, path: &Path, dry_run: bool, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run(out: &mut dyn Write, path: &Path, flags: RunFlags) -> anyhow::Result<ExitCode> {
+    let RunFlags { dry_run, quiet, fresh, from } = flags;
     let report = spec::validate_file(path, &Options::default())
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let Some(validated) = &report.validated else {
         print_report(out, &report, Format::Human)?;
         return Ok(ExitCode::from(1));
     };
-    let p = &validated.pipeline;
-    let mut err = std::io::stderr().lock();
-    // Settings the spec may already carry but this engine does not act on yet.
-    if p.checkpoints.is_some() || p.restart.is_some() {
-        writeln!(err, "warning: `checkpoints` and `restart` are not implemented yet; this run keeps no checkpoints")?;
-    }
-    drop(err);
     let options = JobOptions {
         capture_sinks: dry_run,
         cancel: Some(cancel_on_signals()?),
         on_progress: progress_bar(quiet),
+        fresh,
+        from,
+        log: Some(Box::new(|line: &str| eprintln!("{line}"))),
         ..JobOptions::default()
     };
     let result = run_job(validated, options);

@@ -58,6 +58,12 @@ pub trait Sink {
     fn describe(&self) -> String;
     /// Opens the writer of one subtask, an operator without outputs.
     fn writer(&self, ctx: &BuildContext, input: &StreamSchema) -> Result<Box<dyn Operator>, OperatorError>;
+    /// Before a job with checkpoints starts: finishes the commits of the checkpoint it restores
+    /// (`restored` holds what each of sink `name`'s subtasks stored in it; empty without one)
+    /// and removes uncommitted output it does not reference. Must be idempotent.
+    fn recover(&self, _name: &str, _restored: &[&serde_json::Value]) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
 
 macro_rules! registry {

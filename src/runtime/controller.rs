@@ -6,7 +6,13 @@
 //! state. A failure anywhere cancels the job without drain: every gate is closed (which wakes
 //! blocked senders and receivers), and the first failure is reported with the operator and
 //! the record at fault. A [`CancelHandle`] (Ctrl-C) cancels with drain: sources stop
-//! reading, end-of-stream flows down, and sinks flush and close.
+//! reading, end-of-stream flows down, and sinks flush and close; with checkpoints it stops
+//! with a savepoint instead.
+//!
+//! With `checkpoints:` in the spec, the controller also holds the storage's lease, restores
+//! the latest complete checkpoint (or the one asked for), writes each checkpoint's manifest
+//! when the master has every acknowledgement, applies retention, and restarts a failed job
+//! from its latest checkpoint as the spec's `restart:` strategy allows.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -20,9 +26,12 @@ use super::descriptor;
 pub use super::executor::TestInput;
 use super::executor::{ExecutorOptions, TaskExecutor};
 use super::master::JobMaster;
+use super::master::{CheckpointSettings, PendingCheckpoint};
 use super::messages::{OperatorCounters, ToExecutor, transport};
+use crate::checkpoint::{self, Lease, MANIFEST, Restored, Storage, StorageError};
 use crate::plan::{self, PhysicalPlan};
 use crate::spec::Validated;
+use std::sync::Arc;
 
 /// Asks a running job to stop cleanly (sources end, sinks flush); usable from any thread.
 #[derive(Debug, Clone)]
@@ -48,6 +57,9 @@ pub fn cancel_channel() -> (CancelHandle, CancelRequests) {
 /// A callback receiving live counters.
 pub type ProgressFn = Box<dyn FnMut(&[OperatorStats]) + Send>;
 
+/// A callback receiving log lines.
+pub type LogFn = Box<dyn FnMut(&str) + Send>;
+
 /// How to run a job.
 pub struct JobOptions {
     /// Bytes each subtask's input gate may hold (shared among its channels).
@@ -60,6 +72,13 @@ pub struct JobOptions {
     pub cancel: Option<CancelRequests>,
     /// Called about five times a second with live counters.
     pub on_progress: Option<ProgressFn>,
+    /// Ignore existing checkpoints: start from the beginning of the input.
+    pub fresh: bool,
+    /// Restore from this checkpoint or savepoint (its folder or manifest, inside the spec's
+    /// storage or given as a full `file://`/`s3://` location) instead of the latest.
+    pub from: Option<String>,
+    /// Where log lines go (checkpoints taken, restores, restarts); stderr by default.
+    pub log: Option<LogFn>,
 }
 
 impl Default for JobOptions {
@@ -70,6 +89,9 @@ impl Default for JobOptions {
             test_inputs: None,
             cancel: None,
             on_progress: None,
+            fresh: false,
+            from: None,
+            log: None,
         }
     }
 }
@@ -104,6 +126,10 @@ pub struct JobResult {
     pub elapsed: Duration,
     /// Whether the run was stopped before its inputs ended.
     pub stopped: bool,
+    /// The newest checkpoint or savepoint this run completed.
+    pub last_checkpoint: Option<u64>,
+    /// How many times the job restarted after a failure.
+    pub restarts: u32,
 }
 
 /// Why a job failed.
@@ -135,58 +161,439 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often `on_progress` is called.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
+fn job_error(operator: &str, error: OperatorError) -> JobError {
+    JobError { operator: operator.to_string(), subtask: 0, error }
+}
+
+/// What identifies an operator's state in a manifest: its type, what it does and the states
+/// it declares, with its key columns and their types.
+fn fingerprint(v: &Validated, op: &plan::Operator) -> serde_json::Value {
+    let mut key = Vec::new();
+    if let Some(t) = v.pipeline.transforms.get(&op.id) {
+        let t = t.get();
+        if let (crate::plan::InputPartitioning::Hash(cols), Some((input, _))) = (t.partitioning(0), t.inputs().first())
+        {
+            let schema = &v.streams[*input].schema.schema;
+            for c in cols {
+                let ty = schema.field_with_name(&c).map(|f| plan::type_name(f.data_type())).unwrap_or_default();
+                key.push(serde_json::json!({ "column": c, "type": ty }));
+            }
+        }
+    }
+    serde_json::json!({
+        "type": op.ty,
+        "role": op.role,
+        "description": op.description,
+        "states": op.state.as_ref().map(|s| s.declared.clone()).unwrap_or_default(),
+        "key": key,
+    })
+}
+
+/// The checkpoint state of one run: storage, lease and what to restore.
+struct Checkpointing {
+    storage: Storage,
+    lease: Lease,
+    last_renewal: Instant,
+    retain: usize,
+    settings: CheckpointSettings,
+}
+
+/// Restart decisions by the spec's `restart:` strategy.
+struct Restarts {
+    strategy: Option<crate::spec::Restart>,
+    failures: VecDeque<Instant>,
+    attempts: u32,
+    last_start: Instant,
+}
+
+impl Restarts {
+    /// The delay before the next restart, or `None` to give up.
+    fn next(&mut self) -> Option<Duration> {
+        use crate::spec::Restart as R;
+        let now = Instant::now();
+        self.attempts += 1;
+        match self.strategy.as_ref()? {
+            R::None => None,
+            R::FixedDelay { attempts, delay } => (self.attempts <= *attempts).then_some(delay.0),
+            R::FailureRate { max_failures, interval, delay } => {
+                self.failures.push_back(now);
+                while self.failures.front().is_some_and(|t| now.duration_since(*t) > interval.0) {
+                    self.failures.pop_front();
+                }
+                (self.failures.len() <= *max_failures as usize).then_some(delay.0)
+            }
+            R::ExponentialBackoff { initial_delay, max_delay, multiplier, reset_after } => {
+                let reset = reset_after.map_or(Duration::from_secs(3600), |d| d.0);
+                if now.duration_since(self.last_start) >= reset {
+                    self.attempts = 1;
+                }
+                let factor = multiplier.unwrap_or(2.0).max(1.0).powi(self.attempts.saturating_sub(1).min(60) as i32);
+                Some(initial_delay.0.mul_f64(factor).min(max_delay.0))
+            }
+        }
+    }
+}
+
+/// Finds what `from` names: a checkpoint folder or manifest, relative to the storage or a
+/// full location.
+fn load_from(from: &str, storage: Option<&Storage>, v: &Validated) -> Result<Restored, String> {
+    let pipeline = &v.pipeline.name;
+    let manifest = |dir: &str| {
+        if dir.ends_with(MANIFEST) {
+            dir.trim_end_matches('/').to_string()
+        } else {
+            format!("{}/{MANIFEST}", dir.trim_end_matches('/'))
+        }
+    };
+    let inside = storage.and_then(|s| {
+        let root = s.url().trim_end_matches('/');
+        let rel = from
+            .strip_prefix(root)
+            .map(|r| r.trim_start_matches('/'))
+            .or_else(|| (!from.contains("://") && !from.starts_with('/')).then_some(from))?;
+        Some((s.clone(), rel.to_string()))
+    });
+    let (store, rel) = match inside {
+        Some(x) => x,
+        None => {
+            // A location outside the spec's storage: open its parent folder.
+            let trimmed = from.trim_end_matches('/').trim_end_matches(MANIFEST).trim_end_matches('/');
+            let (parent, dir) =
+                trimmed.rsplit_once('/').ok_or_else(|| format!("`{from}` is not a checkpoint location"))?;
+            let s3 = v.pipeline.checkpoints.as_ref().and_then(|c| c.s3.as_ref());
+            (Storage::open(parent, s3).map_err(|e| e.0)?, dir.to_string())
+        }
+    };
+    checkpoint::load(&store, &manifest(&rel), pipeline).map_err(|e| e.to_string())
+}
+
 /// Runs a validated spec to completion (or until cancelled) on this machine.
 pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError> {
     let started = Instant::now();
-    let JobOptions { channel_capacity, capture_sinks, test_inputs, cancel, mut on_progress } = options;
+    let JobOptions { channel_capacity, capture_sinks, test_inputs, cancel, mut on_progress, fresh, from, log } =
+        options;
+    let mut log = log.unwrap_or_else(|| Box::new(|line: &str| eprintln!("{line}")));
     let plan = plan::build_with(v, test_inputs.is_some());
+    let p = &v.pipeline;
 
-    // Splits (such as files) are enumerated once per source and dealt round-robin, so every
-    // subtask works from the same list.
-    let mut splits: HashMap<String, Vec<String>> = HashMap::new();
-    if test_inputs.is_none() {
-        for (name, src) in &v.pipeline.sources {
-            let list = src.get().splits().map_err(|e| JobError { operator: name.clone(), subtask: 0, error: e })?;
-            splits.insert(name.clone(), list);
+    // Checkpoints: not for dry runs and tests, whose sinks are captures.
+    let mut checkpointing = None;
+    let mut restored: Option<Restored> = None;
+    let mut next_id = 1;
+    let mut generation = 1;
+    if let Some(c) = p.checkpoints.as_ref().filter(|_| !capture_sinks && test_inputs.is_none()) {
+        let fail = |e: StorageError| job_error("checkpoints", OperatorError::external(e.0, false));
+        let storage = Storage::open(&c.storage, c.s3.as_ref()).map_err(fail)?;
+        let lease = Lease::acquire(&storage, &p.name).map_err(fail)?;
+        // Ids and generations go on from everything the storage holds, complete or not.
+        let objects = storage.list("").map_err(fail)?;
+        let ids = objects.iter().filter_map(|(n, _)| {
+            let dir = n.split('/').next()?;
+            dir.strip_prefix("chk-").or_else(|| dir.strip_prefix("sp-"))?.parse::<u64>().ok()
+        });
+        next_id = ids.max().unwrap_or(0) + 1;
+        let mut skipped = Vec::new();
+        let newest = match (&from, fresh) {
+            (Some(from), _) => {
+                Some(load_from(from, Some(&storage), v).map_err(|e| job_error("checkpoints", OperatorError::new(e)))?)
+            }
+            (None, true) => None,
+            (None, false) => checkpoint::latest(&storage, &p.name, &mut skipped)
+                .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?,
+        };
+        for s in skipped {
+            log(&format!("skipping a checkpoint: {s}"));
         }
+        if let Some((_, name)) = checkpoint::manifests(&storage).map_err(fail)?.first() {
+            let newest_generation = storage
+                .get(name)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<checkpoint::Manifest>(&b).ok())
+                .map_or(0, |m| m.generation);
+            generation = newest_generation + 1;
+        }
+        if let Some(r) = &newest {
+            generation = generation.max(r.manifest.generation + 1);
+        }
+        restored = newest;
+        checkpointing = Some(Checkpointing {
+            storage,
+            lease,
+            last_renewal: Instant::now(),
+            retain: c.retain.map_or(1, |r| r as usize),
+            settings: CheckpointSettings {
+                interval: c.interval.0,
+                timeout: c.timeout.map_or(Duration::from_secs(600), |d| d.0),
+                min_pause: c.min_pause.map_or(Duration::ZERO, |d| d.0),
+                tolerable_failures: c.tolerable_failures,
+                first_id: next_id,
+            },
+        });
     }
-    let descriptors = descriptor::build(v, &plan, &splits)?;
+    let result = run_attempts(
+        v,
+        &plan,
+        AttemptOptions {
+            channel_capacity,
+            capture_sinks,
+            test_inputs,
+            cancel,
+            on_progress: &mut on_progress,
+            log: &mut log,
+            checkpointing: checkpointing.as_mut(),
+            restored,
+            generation,
+            next_id,
+            started,
+        },
+    );
+    if let Some(c) = &checkpointing {
+        c.lease.release(&c.storage);
+    }
+    result
+}
 
-    let mut master = JobMaster::new(1, descriptors);
-    let mut executor = TaskExecutor::new(v, ExecutorOptions { channel_capacity, capture_sinks, test_inputs });
-    let mut to_executor: VecDeque<ToExecutor> = master.start().into();
-    let mut last_progress = Instant::now();
+struct AttemptOptions<'a> {
+    channel_capacity: usize,
+    capture_sinks: bool,
+    test_inputs: Option<HashMap<String, Vec<TestInput>>>,
+    cancel: Option<CancelRequests>,
+    on_progress: &'a mut Option<ProgressFn>,
+    log: &'a mut LogFn,
+    checkpointing: Option<&'a mut Checkpointing>,
+    restored: Option<Restored>,
+    generation: u64,
+    next_id: u64,
+    started: Instant,
+}
+
+/// Runs attempts of the job until one ends without a failure a restart may cure.
+fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Result<JobResult, JobError> {
+    let AttemptOptions {
+        channel_capacity,
+        capture_sinks,
+        mut test_inputs,
+        cancel,
+        on_progress,
+        log,
+        mut checkpointing,
+        mut restored,
+        mut generation,
+        mut next_id,
+        started,
+    } = o;
+    let p = &v.pipeline;
+    let mut restarts =
+        Restarts { strategy: p.restart.clone(), failures: VecDeque::new(), attempts: 0, last_start: Instant::now() };
+    let mut stop_asked = false;
     loop {
-        while let Some(m) = to_executor.pop_front() {
-            for reply in executor.handle(transport(m)) {
-                to_executor.extend(master.on_message(transport(reply)));
+        if let Some(r) = &restored {
+            let positions: Vec<String> = r
+                .manifest
+                .splits
+                .keys()
+                .filter_map(|s| r.manifest.operator(s))
+                .flat_map(|o| o.subtasks.iter().map(move |st| format!("{}#{}: {}", o.id, st.subtask, st.meta)))
+                .collect();
+            log(&format!(
+                "restoring checkpoint {} ({}, generation {}) from {}{}",
+                r.manifest.id,
+                r.manifest.time,
+                r.manifest.generation,
+                r.location,
+                if positions.is_empty() {
+                    String::new()
+                } else {
+                    format!("; source positions: {}", positions.join("; "))
+                }
+            ));
+            if r.manifest.max_parallelism != p.key_groups() {
+                return Err(job_error(
+                    "checkpoints",
+                    OperatorError::new(format!(
+                        "the checkpoint has {} key groups (max_parallelism) and the spec {}; state cannot be \
+                         redistributed across a different number of key groups",
+                        r.manifest.max_parallelism,
+                        p.key_groups()
+                    )),
+                ));
             }
         }
-        if master.is_terminal() {
-            break;
+        // Sinks finish what the restored checkpoint committed, and drop what it does not know.
+        if checkpointing.is_some() {
+            for (name, sink) in &p.sinks {
+                let metas: Vec<&serde_json::Value> = restored
+                    .as_ref()
+                    .and_then(|r| r.manifest.operator(name))
+                    .map(|o| o.subtasks.iter().map(|s| &s.meta).collect())
+                    .unwrap_or_default();
+                sink.get().recover(name, &metas).map_err(|e| job_error(name, e))?;
+            }
         }
-        if cancel.as_ref().is_some_and(|c| c.0.try_recv().is_ok()) {
-            to_executor.extend(master.cancel(true));
+        // Splits (such as files) are enumerated once per source and dealt round-robin, so every
+        // subtask works from the same list; a restored job gets the checkpoint's list back.
+        let mut splits: HashMap<String, Vec<String>> = HashMap::new();
+        if test_inputs.is_none() {
+            for (name, src) in &p.sources {
+                let list = match restored.as_ref().and_then(|r| r.manifest.splits.get(name)) {
+                    Some(list) => list.clone(),
+                    None => src.get().splits().map_err(|e| job_error(name, e))?,
+                };
+                splits.insert(name.clone(), list);
+            }
+        }
+        let descriptors = descriptor::build(v, plan, &splits)?;
+        let mut master = JobMaster::new(generation, descriptors);
+        if let Some(c) = &checkpointing {
+            master = master.with_checkpoints(CheckpointSettings { first_id: next_id, ..c.settings.clone() });
+        }
+        let storage = checkpointing.as_ref().map(|c| c.storage.clone());
+        let restored_arc = restored.take().map(Arc::new);
+        let mut executor = TaskExecutor::new(
+            v,
+            ExecutorOptions {
+                channel_capacity,
+                capture_sinks,
+                test_inputs: test_inputs.take(),
+                storage,
+                restored: restored_arc.clone(),
+            },
+        );
+        let mut to_executor: VecDeque<ToExecutor> = master.start().into();
+        let mut last_progress = Instant::now();
+        restarts.last_start = Instant::now();
+        loop {
+            while let Some(m) = to_executor.pop_front() {
+                for reply in executor.handle(transport(m)) {
+                    to_executor.extend(master.on_message(transport(reply)));
+                }
+            }
+            if let Some(ready) = master.take_ready() {
+                let result = match checkpointing.as_deref_mut() {
+                    Some(c) => store_checkpoint(v, plan, c, &ready, generation, &splits, log),
+                    None => Ok(()),
+                };
+                to_executor.extend(master.checkpoint_stored(ready.id, result));
+                continue;
+            }
+            for line in master.take_log() {
+                log(&line);
+            }
+            if master.is_terminal() {
+                break;
+            }
+            if cancel.as_ref().is_some_and(|c| c.0.try_recv().is_ok()) {
+                stop_asked = true;
+                to_executor.extend(master.stop_with_savepoint());
+                continue;
+            }
+            to_executor.extend(master.tick(Instant::now()));
+            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL) {
+                c.last_renewal = Instant::now();
+                if let Err(e) = c.lease.renew(&c.storage) {
+                    log(&format!("cannot renew the lease of the checkpoint storage: {e}"));
+                }
+            }
+            for report in executor.poll(POLL) {
+                to_executor.extend(master.on_message(transport(report)));
+            }
+            if let Some(cb) = on_progress.as_mut().filter(|_| last_progress.elapsed() >= PROGRESS_EVERY) {
+                last_progress = Instant::now();
+                cb(&stats(plan, master.counters()));
+            }
+        }
+        let captured = executor.shutdown();
+        next_id = next_id.max(master.completed_checkpoint().map_or(0, |c| c + 1)).max(master.next_checkpoint_id());
+        if let Some(f) = master.failure() {
+            let mut error = f.error.clone();
+            let operator = error.operator.take().unwrap_or_default();
+            let failure = JobError { operator, subtask: f.subtask.subtask, error };
+            let retryable = failure.error.retryable && failure.error.domain != super::ErrorDomain::BadData;
+            let delay = if retryable && !stop_asked { restarts.next() } else { None };
+            let Some(delay) = delay else { return Err(failure) };
+            log(&format!("{failure}; restarting in {delay:?} (restart {})", restarts.attempts));
+            std::thread::sleep(delay);
+            generation += 1;
+            if let Some(c) = &checkpointing {
+                let mut skipped = Vec::new();
+                restored = checkpoint::latest(&c.storage, &p.name, &mut skipped)
+                    .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?;
+                for s in skipped {
+                    log(&format!("skipping a checkpoint: {s}"));
+                }
+            }
             continue;
         }
-        for report in executor.poll(POLL) {
-            to_executor.extend(master.on_message(transport(report)));
-        }
-        if let Some(cb) = on_progress.as_mut().filter(|_| last_progress.elapsed() >= PROGRESS_EVERY) {
-            last_progress = Instant::now();
-            cb(&stats(&plan, master.counters()));
+        return Ok(JobResult {
+            stats: stats(plan, master.counters()),
+            captured,
+            elapsed: started.elapsed(),
+            stopped: master.cancelled() || stop_asked,
+            last_checkpoint: master.completed_checkpoint(),
+            restarts: restarts.attempts,
+        });
+    }
+}
+
+/// How often the storage lease is renewed.
+const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+
+/// Writes checkpoint `ready`'s manifest (the commit point) and applies retention.
+fn store_checkpoint(
+    v: &Validated,
+    plan: &PhysicalPlan,
+    c: &mut Checkpointing,
+    ready: &PendingCheckpoint,
+    generation: u64,
+    splits: &HashMap<String, Vec<String>>,
+    log: &mut LogFn,
+) -> Result<(), String> {
+    let mut by_operator: IndexMap<String, Vec<checkpoint::StateHandle>> = IndexMap::new();
+    for handles in ready.acks.values() {
+        for h in handles {
+            by_operator.entry(h.operator.clone()).or_default().push(h.clone());
         }
     }
-    let captured = executor.shutdown();
-    if let Some(f) = master.failure() {
-        let mut error = f.error.clone();
-        let operator = error.operator.take().unwrap_or_default();
-        return Err(JobError { operator, subtask: f.subtask.subtask, error });
+    let operators = plan
+        .operators
+        .iter()
+        .filter_map(|o| {
+            let mut subtasks = by_operator.shift_remove(&o.id)?;
+            subtasks.sort_by_key(|s| s.subtask);
+            Some(checkpoint::OperatorEntry {
+                id: o.id.clone(),
+                parallelism: o.parallelism as usize,
+                fingerprint: fingerprint(v, o),
+                subtasks,
+            })
+        })
+        .collect();
+    let manifest = checkpoint::Manifest {
+        format: checkpoint::MANIFEST_FORMAT,
+        pipeline: v.pipeline.name.clone(),
+        id: ready.id,
+        savepoint: ready.savepoint,
+        generation,
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        duration_ms: ready.started.elapsed().as_millis() as u64,
+        max_parallelism: v.pipeline.key_groups(),
+        key_hash_version: crate::state::key_hash::KEY_HASH_VERSION,
+        operators,
+        splits: splits.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    let name = format!("{}/{MANIFEST}", manifest.dir());
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    match c.storage.put_if_absent(&name, bytes) {
+        Ok(true) => {}
+        Ok(false) => return Err(format!("`{name}` already exists in `{}`", c.storage.url())),
+        Err(e) => return Err(e.0),
     }
-    Ok(JobResult {
-        stats: stats(&plan, master.counters()),
-        captured,
-        elapsed: started.elapsed(),
-        stopped: master.cancelled(),
-    })
+    if ready.savepoint {
+        log(&format!("savepoint {} written to {}/{}", ready.id, c.storage.url().trim_end_matches('/'), manifest.dir()));
+    }
+    if let Err(e) = checkpoint::retain(&c.storage, c.retain, ready.id) {
+        log(&format!("cannot remove old checkpoints: {e}"));
+    }
+    Ok(())
 }

@@ -21,8 +21,11 @@ use super::descriptor::{DeploymentDescriptor, SubtaskId};
 use super::gate::{Control, InputGate, Mailbox};
 use super::messages::{OperatorCounters, ToExecutor, ToMaster};
 use super::partition::{EdgeSender, Target};
-use super::task::{InputWatermarks, Node, TaskFailure, WatermarkGen, run_gate, run_source};
-use super::{BuildContext, Operator, OperatorError, OperatorMetrics, Output, SourceEvent, SourceReader};
+use super::task::{InputWatermarks, Node, Report, TaskFailure, WatermarkGen, run_gate, run_source};
+use super::{
+    BuildContext, Operator, OperatorError, OperatorMetrics, OperatorSnapshot, Output, SourceEvent, SourceReader,
+};
+use crate::checkpoint::StateHandle;
 use crate::spec::Validated;
 
 /// Rows and watermarks given to a source instead of its connector (for `sluice test`).
@@ -43,6 +46,10 @@ pub struct ExecutorOptions {
     pub capture_sinks: bool,
     /// Replace these sources by the given rows (read by subtask 0, in order).
     pub test_inputs: Option<HashMap<String, Vec<TestInput>>>,
+    /// Where checkpoint state is uploaded; `None` without checkpoints.
+    pub storage: Option<crate::checkpoint::Storage>,
+    /// The checkpoint the job restores from.
+    pub restored: Option<Arc<crate::checkpoint::Restored>>,
 }
 
 /// How often the executor reports counters.
@@ -87,10 +94,12 @@ impl SourceReader for TestReader {
     }
 }
 
-/// What a subtask's thread tells its executor.
+/// What a subtask's thread (or an upload) tells its executor.
 enum SubtaskEvent {
     Ended(SubtaskId, Result<(), TaskFailure>),
-    Acknowledged(SubtaskId, u64),
+    Report(SubtaskId, Report),
+    /// A subtask's checkpoint state is stored (or could not be).
+    Uploaded(SubtaskId, u64, Result<Vec<StateHandle>, String>),
 }
 
 /// A subtask built and ready to start.
@@ -107,6 +116,7 @@ struct Built {
 struct Hosted {
     mailbox: Arc<Mailbox>,
     gate: Option<Arc<InputGate>>,
+    source: bool,
 }
 
 /// Stack of each subtask thread.
@@ -126,6 +136,8 @@ pub struct TaskExecutor<'a> {
     last_metrics: Instant,
     /// Where keyed state goes, set up at deployment.
     state: Arc<crate::state::StateEnv>,
+    /// Checkpoint folder per checkpoint in flight (`chk-…` or `sp-…`).
+    folders: HashMap<u64, String>,
 }
 
 impl<'a> TaskExecutor<'a> {
@@ -144,6 +156,7 @@ impl<'a> TaskExecutor<'a> {
             events_rx,
             last_metrics: Instant::now(),
             state: crate::state::StateEnv::memory(),
+            folders: HashMap::new(),
         }
     }
 
@@ -172,12 +185,20 @@ impl<'a> TaskExecutor<'a> {
                 self.deploy(generation, subtasks)
             }
             _ if self.generation != Some(generation) => Vec::new(),
-            ToExecutor::TriggerCheckpoint { checkpoint, .. } => {
-                self.post(Control::TriggerCheckpoint(checkpoint));
+            ToExecutor::TriggerCheckpoint { checkpoint, savepoint, stop, .. } => {
+                self.folders.insert(checkpoint, crate::checkpoint::Manifest::folder(checkpoint, savepoint));
+                for h in self.hosted.iter().filter(|h| h.source) {
+                    h.mailbox.post(Control::TriggerCheckpoint { id: checkpoint, stop });
+                }
                 Vec::new()
             }
             ToExecutor::NotifyCheckpointComplete { checkpoint, .. } => {
-                self.post(Control::CheckpointComplete(checkpoint));
+                self.folders.retain(|id, _| *id > checkpoint);
+                // Sources last: one that ends on this completion must not reach a sink before
+                // the sink has heard of it.
+                for h in self.hosted.iter().filter(|h| !h.source).chain(self.hosted.iter().filter(|h| h.source)) {
+                    h.mailbox.post(Control::CheckpointComplete(checkpoint));
+                }
                 Vec::new()
             }
             ToExecutor::Cancel { drain, .. } => {
@@ -233,8 +254,17 @@ impl<'a> TaskExecutor<'a> {
         let events = first.into_iter().chain(std::iter::from_fn(|| self.events_rx.try_recv().ok())).collect::<Vec<_>>();
         for event in events {
             match event {
-                SubtaskEvent::Acknowledged(subtask, checkpoint) => {
-                    out.push(ToMaster::CheckpointAcknowledged { generation, subtask, checkpoint });
+                SubtaskEvent::Report(subtask, Report::InputEnded) => {
+                    out.push(ToMaster::InputEnded { generation, subtask });
+                }
+                SubtaskEvent::Report(subtask, Report::Snapshot { checkpoint, states }) => {
+                    self.upload(subtask, checkpoint, states);
+                }
+                SubtaskEvent::Uploaded(subtask, checkpoint, Ok(states)) => {
+                    out.push(ToMaster::CheckpointAcknowledged { generation, subtask, checkpoint, states });
+                }
+                SubtaskEvent::Uploaded(subtask, checkpoint, Err(reason)) => {
+                    out.push(ToMaster::CheckpointDeclined { generation, subtask, checkpoint, reason });
                 }
                 SubtaskEvent::Ended(subtask, result) => {
                     out.push(self.counters(generation));
@@ -255,6 +285,37 @@ impl<'a> TaskExecutor<'a> {
             out.push(self.counters(generation));
         }
         out
+    }
+
+    /// Stores a subtask's snapshot: blobs are uploaded on the I/O runtime, and the result
+    /// comes back as an event, so neither the subtask nor the executor waits for storage.
+    fn upload(&mut self, subtask: SubtaskId, checkpoint: u64, states: Vec<(String, OperatorSnapshot)>) {
+        let tx = self.events_tx.clone();
+        let folder = self.folders.get(&checkpoint).cloned().unwrap_or_else(|| format!("chk-{checkpoint:010}"));
+        let storage = self.options.storage.clone();
+        let job = async move {
+            let mut handles = Vec::with_capacity(states.len());
+            for (operator, snap) in states {
+                let blob = match (snap.blob, &storage) {
+                    (Some(bytes), Some(storage)) => {
+                        let name = format!("{folder}/{operator}-{}.state", subtask.subtask);
+                        let sealed = crate::checkpoint::seal(&bytes);
+                        let size = sealed.len() as u64;
+                        storage.put_async(&name, sealed).await.map_err(|e| e.0)?;
+                        Some(crate::checkpoint::BlobRef { name, size })
+                    }
+                    _ => None,
+                };
+                if blob.is_some() || !snap.meta.is_null() {
+                    handles.push(StateHandle { operator, subtask: subtask.subtask, meta: snap.meta, blob });
+                }
+            }
+            Ok(handles)
+        };
+        crate::checkpoint::storage::runtime().spawn(async move {
+            let result = job.await;
+            let _ = tx.send(SubtaskEvent::Uploaded(subtask, checkpoint, result));
+        });
     }
 
     /// Waits for every subtask's thread to end; returns the captured rows per sink.
@@ -296,7 +357,7 @@ impl<'a> TaskExecutor<'a> {
             let id = b.id;
             let gate = gates.get(&id).cloned();
             let mailbox = Arc::new(Mailbox::new(gate.clone(), b.stop.clone()));
-            self.hosted.push(Hosted { mailbox: mailbox.clone(), gate: gate.clone() });
+            self.hosted.push(Hosted { mailbox: mailbox.clone(), gate: gate.clone(), source: b.reader.is_some() });
             match self.start(b, gate, mailbox) {
                 Ok(handle) => {
                     self.threads.push(handle);
@@ -325,21 +386,22 @@ impl<'a> TaskExecutor<'a> {
         let Built { id, mut nodes, reader, mut channels, .. } = b;
         let tx = self.events_tx.clone();
         let head = nodes[0].id.clone();
+        let checkpointing = self.options.storage.is_some();
         std::thread::Builder::new()
             .name(format!("{head}#{}", id.subtask))
             // Expressions evaluate recursively (up to the validated size limit), as on the
             // main thread: give subtasks the main thread's stack, reserved, not committed.
             .stack_size(SUBTASK_STACK_BYTES)
             .spawn(move || {
-                let acks = tx.clone();
-                let mut ack = move |checkpoint| {
-                    let _ = acks.send(SubtaskEvent::Acknowledged(id, checkpoint));
+                let reports = tx.clone();
+                let mut report = move |r| {
+                    let _ = reports.send(SubtaskEvent::Report(id, r));
                 };
                 // A panic is a failure like any other: report it, so the job stops instead of
                 // waiting forever for this subtask.
                 let run = std::panic::AssertUnwindSafe(|| match (reader, gate) {
-                    (Some((r, wm_gen)), _) => run_source(r, &mut nodes, wm_gen, &mailbox, &mut ack),
-                    (None, Some(g)) => run_gate(&g, &mailbox, &mut ack, &mut channels, &mut nodes),
+                    (Some((r, wm_gen)), _) => run_source(r, &mut nodes, wm_gen, &mailbox, &mut report, checkpointing),
+                    (None, Some(g)) => run_gate(&g, &mailbox, &mut report, &mut channels, &mut nodes),
                     (None, None) => Ok(()),
                 });
                 let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
@@ -384,6 +446,9 @@ impl<'a> TaskExecutor<'a> {
                 max_parallelism: p.key_groups(),
                 read_columns: if i == 0 { d.source_columns.clone() } else { None },
                 skips: if i == 0 { d.source_skips.clone() } else { None },
+                restored: self.options.restored.clone(),
+                checkpointing: self.options.storage.is_some(),
+                generation: self.generation.unwrap_or(1),
             };
             let op: Box<dyn Operator> = if let Some(src) = p.sources.get(id) {
                 let schema = &v.streams[id].schema;

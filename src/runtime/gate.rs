@@ -283,10 +283,15 @@ impl InputGate {
 /// What the task executor tells one subtask, through its mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Control {
-    /// Take checkpoint `id`. Checkpoints are not implemented yet: the subtask acknowledges
-    /// it and does nothing else.
-    TriggerCheckpoint(u64),
-    /// Checkpoint `id` is complete everywhere. Not acted on yet (an acknowledged no-op).
+    /// Sources: take checkpoint `id` (snapshot the position, send barrier `id`); with `stop`,
+    /// read no further and end once it completes (a stop with savepoint).
+    TriggerCheckpoint {
+        /// Checkpoint id.
+        id: u64,
+        /// Whether the job stops after it.
+        stop: bool,
+    },
+    /// Checkpoint `id` is complete everywhere: sinks commit.
     CheckpointComplete(u64),
     /// Stop. With `drain`, sources end their input and the rest finishes as at the end of
     /// input (sinks flush); without, every subtask fails fast.
@@ -551,12 +556,12 @@ mod tests {
         let started = Instant::now();
         let consumer = std::thread::spawn(move || g2.recv_timeout(Duration::from_secs(30)).map(|m| m.is_none()));
         wait_until(|| g.lock().receiver_waiting);
-        mailbox.post(Control::TriggerCheckpoint(1));
+        mailbox.post(Control::TriggerCheckpoint { id: 1, stop: false });
         mailbox.post(Control::Cancel { drain: true });
         assert_eq!(consumer.join().unwrap(), Ok(true));
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(stop.load(Ordering::SeqCst), "cancel raises the reader's stop flag");
-        assert_eq!(mailbox.poll(), Some(Control::TriggerCheckpoint(1)));
+        assert_eq!(mailbox.poll(), Some(Control::TriggerCheckpoint { id: 1, stop: false }));
         assert_eq!(mailbox.poll(), Some(Control::Cancel { drain: true }));
         assert_eq!(mailbox.poll(), None);
     }

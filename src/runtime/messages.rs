@@ -22,14 +22,20 @@ pub enum ToExecutor {
         /// One descriptor per subtask.
         subtasks: Vec<DeploymentDescriptor>,
     },
-    /// Take checkpoint `checkpoint` (acknowledged, otherwise a no-op until checkpoints exist).
+    /// Take checkpoint `checkpoint`: sources snapshot their position and send its barrier.
     TriggerCheckpoint {
         /// Job generation.
         generation: u64,
         /// Checkpoint id.
         checkpoint: u64,
+        /// Whether it is a savepoint (stored under `sp-…`, kept by retention).
+        #[serde(default)]
+        savepoint: bool,
+        /// Whether sources end once it completes (stop with savepoint).
+        #[serde(default)]
+        stop: bool,
     },
-    /// Checkpoint `checkpoint` completed (a no-op until checkpoints exist).
+    /// Checkpoint `checkpoint` completed: sinks commit.
     NotifyCheckpointComplete {
         /// Job generation.
         generation: u64,
@@ -101,7 +107,7 @@ pub enum ToMaster {
         /// What happened, with the operator at fault.
         error: OperatorError,
     },
-    /// A subtask acknowledged a checkpoint trigger.
+    /// A subtask snapshotted and uploaded its state for a checkpoint.
     CheckpointAcknowledged {
         /// Job generation.
         generation: u64,
@@ -109,6 +115,27 @@ pub enum ToMaster {
         subtask: SubtaskId,
         /// Checkpoint id.
         checkpoint: u64,
+        /// Its operators' state, stored.
+        #[serde(default)]
+        states: Vec<crate::checkpoint::StateHandle>,
+    },
+    /// A subtask could not take its part of a checkpoint (such as an upload that failed).
+    CheckpointDeclined {
+        /// Job generation.
+        generation: u64,
+        /// Which subtask.
+        subtask: SubtaskId,
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A source subtask read all its input; it ends once a later checkpoint completes.
+    InputEnded {
+        /// Job generation.
+        generation: u64,
+        /// Which subtask.
+        subtask: SubtaskId,
     },
     /// The executor's counters so far, per operator (sent periodically and before every
     /// `Finished` or `Failed`, so the last one the master sees is final).
@@ -129,6 +156,8 @@ impl ToMaster {
             | ToMaster::Failed { generation, .. }
             | ToMaster::DeployFailed { generation, .. }
             | ToMaster::CheckpointAcknowledged { generation, .. }
+            | ToMaster::CheckpointDeclined { generation, .. }
+            | ToMaster::InputEnded { generation, .. }
             | ToMaster::Metrics { generation, .. } => *generation,
         }
     }

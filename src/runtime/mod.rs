@@ -57,6 +57,8 @@ pub enum Message {
     Idle,
     /// The producer is done.
     End,
+    /// Checkpoint barrier `n`: everything before it belongs to checkpoint `n`.
+    Barrier(u64),
 }
 
 impl Message {
@@ -225,7 +227,22 @@ pub trait Operator: Send {
     fn on_end(&mut self, _out: &mut dyn Output) -> Result<(), OperatorError> {
         Ok(())
     }
+
+    /// Called at barrier `checkpoint`, before it is passed on: returns what restoring needs
+    /// (see [`BuildContext::restored`]). Rows it emits go out before the barrier. A sink
+    /// pre-commits here (what it wrote becomes durable but not yet visible).
+    fn snapshot(&mut self, _checkpoint: u64, _out: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Checkpoint `checkpoint` is complete everywhere: a sink commits what it pre-committed
+    /// up to it. Must be idempotent.
+    fn checkpoint_complete(&mut self, _checkpoint: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
+
+pub use crate::checkpoint::OperatorSnapshot;
 
 /// What a source subtask's reader produces next.
 #[derive(Debug)]
@@ -255,6 +272,15 @@ pub trait SourceReader: Send {
     /// a `sluice test` writes); otherwise a source sends its watermark at most every
     /// [`task::WATERMARK_INTERVAL`], as Flink's periodic watermarks do.
     fn exact_watermarks(&self) -> bool {
+        false
+    }
+    /// Where the reader is, for a checkpoint: read back through [`BuildContext::restored`]
+    /// by the reader of a restored job. Taken only when [`SourceReader::has_buffered`] is false.
+    fn position(&mut self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Whether the reader holds events already read (so a position now would skip them).
+    fn has_buffered(&self) -> bool {
         false
     }
 }
@@ -319,6 +345,20 @@ pub struct BuildContext {
     /// For sources: per consumer, comparisons every row it uses meets; a source may skip
     /// blocks of rows where each consumer has one that statistics prove false.
     pub skips: Option<Vec<Vec<crate::plan::predicate::ColumnBound>>>,
+    /// The checkpoint the job restores from, if any: operators take their state from it.
+    pub restored: Option<Arc<crate::checkpoint::Restored>>,
+    /// Whether the job takes checkpoints (sinks then commit only on checkpoint completion).
+    pub checkpointing: bool,
+    /// The job attempt: unique across attempts on the same checkpoint storage.
+    pub generation: u64,
+}
+
+impl BuildContext {
+    /// What each subtask of this operator stored in the restored checkpoint: inline state
+    /// and blob, in old-subtask order; empty without one.
+    pub fn restored_state(&self) -> Vec<(&serde_json::Value, Option<&[u8]>)> {
+        self.restored.as_ref().map(|r| r.operator(&self.operator)).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -339,6 +379,9 @@ impl BuildContext {
             max_parallelism,
             read_columns: None,
             skips: None,
+            restored: None,
+            checkpointing: false,
+            generation: 1,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! `idle_timeout` without rows, and sends the final watermark when its input is exhausted
 //! (not when the job is stopped, so windows are not closed early).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,10 @@ use arrow::record_batch::RecordBatch;
 
 use super::gate::{Control, InputGate, Mailbox};
 use super::partition::EdgeSender;
-use super::{MAX_WATERMARK, Message, Operator, OperatorError, OperatorMetrics, Output, SourceEvent, SourceReader};
+use super::{
+    MAX_WATERMARK, Message, Operator, OperatorError, OperatorMetrics, OperatorSnapshot, Output, SourceEvent,
+    SourceReader,
+};
 
 /// One operator of a chain with where its outputs go when they leave the chain.
 pub struct Node {
@@ -198,14 +201,36 @@ enum Mail {
     Abort,
 }
 
-/// Reads every pending control message. Checkpoint triggers are acknowledged through `ack`
-/// and otherwise ignored, as are completion notices, until checkpoints exist.
-fn read_mail(mailbox: &Mailbox, ack: &mut dyn FnMut(u64)) -> Mail {
+/// What a subtask tells its executor about checkpoints.
+#[derive(Debug)]
+pub enum Report {
+    /// The chain's state at barrier `checkpoint`, per operator id (head first).
+    Snapshot {
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// Per operator of the chain.
+        states: Vec<(String, OperatorSnapshot)>,
+    },
+    /// A source read all its input (with checkpoints, it ends after the next one completes).
+    InputEnded,
+}
+
+/// Checkpoint requests read from the mailbox and not yet acted on.
+#[derive(Debug, Default)]
+struct Requests {
+    /// Triggers (sources): id and whether to stop after it.
+    triggers: VecDeque<(u64, bool)>,
+    /// Checkpoints completed.
+    completed: Vec<u64>,
+}
+
+/// Reads every pending control message.
+fn read_mail(mailbox: &Mailbox, requests: &mut Requests) -> Mail {
     let mut mail = Mail::Continue;
     while let Some(c) = mailbox.poll() {
         match c {
-            Control::TriggerCheckpoint(id) => ack(id),
-            Control::CheckpointComplete(_) => {}
+            Control::TriggerCheckpoint { id, stop } => requests.triggers.push_back((id, stop)),
+            Control::CheckpointComplete(id) => requests.completed.push(id),
             Control::Cancel { drain: true } => mail = Mail::Drain,
             Control::Cancel { drain: false } => return Mail::Abort,
         }
@@ -217,14 +242,53 @@ fn cancelled(nodes: &[Node]) -> TaskFailure {
     fail(&nodes[0], OperatorError::new("the job is stopping"))
 }
 
-/// Runs a source subtask: reads until the input ends or a cancel arrives in `mailbox`
-/// (`ack` acknowledges checkpoint triggers).
+/// Snapshots every operator of the chain at barrier `checkpoint`, in order, then sends the
+/// barrier on; `head` replaces the head's inline state (a source's position).
+fn snapshot(
+    nodes: &mut [Node],
+    checkpoint: u64,
+    head: Option<serde_json::Value>,
+) -> Result<Vec<(String, OperatorSnapshot)>, TaskFailure> {
+    let mut snaps = Vec::with_capacity(nodes.len());
+    each_node(
+        nodes,
+        &mut |op, out| {
+            snaps.push(op.snapshot(checkpoint, out)?);
+            Ok(())
+        },
+        Some(Message::Barrier(checkpoint)),
+    )?;
+    let mut states: Vec<(String, OperatorSnapshot)> = nodes.iter().map(|n| n.id.clone()).zip(snaps).collect();
+    if let Some(position) = head {
+        states[0].1.meta = position;
+    }
+    Ok(states)
+}
+
+/// Tells every operator of the chain that checkpoints `completed` are complete.
+fn complete(nodes: &mut [Node], completed: &mut Vec<u64>) -> Result<(), TaskFailure> {
+    for id in completed.drain(..) {
+        for n in nodes.iter_mut() {
+            n.op.checkpoint_complete(id).map_err(|e| fail(n, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a source subtask: reads until the input ends or a cancel arrives in `mailbox`.
+///
+/// With `checkpointing`, a trigger in the mailbox makes it snapshot its reader's position
+/// and send the barrier (after events the reader holds already read); at the end of input it
+/// sends the final watermark, reports it, and ends only once a checkpoint taken after that
+/// completes, so what the end produced is committed. A trigger with `stop` (a savepoint)
+/// makes it read no further and end, without the final watermark, once that completes.
 pub fn run_source(
     mut reader: Box<dyn SourceReader>,
     nodes: &mut [Node],
     wm_gen: Option<WatermarkGen>,
     mailbox: &Mailbox,
-    ack: &mut dyn FnMut(u64),
+    report: &mut dyn FnMut(Report),
+    checkpointing: bool,
 ) -> Result<(), TaskFailure> {
     let mut current = i64::MIN;
     let mut last_data = Instant::now();
@@ -235,11 +299,42 @@ pub fn run_source(
     // The watermark reached but not yet sent, and when one was last sent.
     let mut pending: Option<i64> = None;
     let mut last_sent = Instant::now();
+    let mut requests = Requests::default();
+    // All input read (with checkpoints: waiting for a checkpoint to complete before ending).
+    let mut input_ended = false;
+    // Reading stopped for a savepoint.
+    let mut paused = false;
+    // End once a checkpoint at or after this one completes.
+    let mut end_after: Option<u64> = None;
     loop {
-        match read_mail(mailbox, ack) {
+        match read_mail(mailbox, &mut requests) {
             Mail::Continue => {}
             Mail::Drain => return end(nodes),
             Mail::Abort => return Err(cancelled(nodes)),
+        }
+        let done = requests.completed.iter().max().copied();
+        complete(nodes, &mut requests.completed)?;
+        if let (Some(done), Some(after)) = (done, end_after)
+            && done >= after
+        {
+            return end(nodes);
+        }
+        if let Some(&(id, stop)) = requests.triggers.front()
+            && (input_ended || paused || !reader.has_buffered())
+        {
+            requests.triggers.pop_front();
+            let position = reader.position();
+            let states = snapshot(nodes, id, Some(position))?;
+            report(Report::Snapshot { checkpoint: id, states });
+            if input_ended || stop {
+                end_after = Some(id);
+                paused |= stop;
+            }
+            continue;
+        }
+        if input_ended || paused {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
         }
         if let Some(w) = pending.filter(|_| last_sent.elapsed() >= WATERMARK_INTERVAL) {
             pending = None;
@@ -300,9 +395,17 @@ pub fn run_source(
             }
             SourceEvent::End => {
                 if current < MAX_WATERMARK || pending.is_some() {
+                    current = MAX_WATERMARK;
+                    pending = None;
                     watermark(nodes, MAX_WATERMARK)?;
                 }
-                return end(nodes);
+                if !checkpointing {
+                    return end(nodes);
+                }
+                // Rows waiting in coalescing buffers go out before the final checkpoint's barrier.
+                tick(nodes)?;
+                input_ended = true;
+                report(Report::InputEnded);
             }
         }
     }
@@ -439,6 +542,11 @@ impl InputWatermarks {
         self.active_count > 0
     }
 
+    /// Whether `channel` has ended.
+    pub fn is_ended(&self, channel: usize) -> bool {
+        self.channels[channel].ended
+    }
+
     /// Whether every channel has ended.
     pub fn all_ended(&self) -> bool {
         self.ended_count == self.channels.len()
@@ -447,10 +555,14 @@ impl InputWatermarks {
 
 /// Runs a subtask fed by `gate` until every channel has ended (or a cancel without drain
 /// arrives in `mailbox`; with drain, the subtask goes on until its inputs end).
+///
+/// Barriers are aligned: a channel that delivered barrier `n` is blocked until every channel
+/// that has not ended has delivered it too; then the chain snapshots, the barrier goes on,
+/// and the channels are unblocked.
 pub fn run_gate(
     gate: &InputGate,
     mailbox: &Mailbox,
-    ack: &mut dyn FnMut(u64),
+    report: &mut dyn FnMut(Report),
     channels: &mut InputWatermarks,
     nodes: &mut [Node],
 ) -> Result<(), TaskFailure> {
@@ -459,15 +571,20 @@ pub fn run_gate(
     // has sent neither rows nor a watermark since.
     let mut idle_sent = false;
     let mut last_tick = Instant::now();
+    let mut requests = Requests::default();
     if channels.is_empty() {
         return end(nodes);
     }
+    // The barrier being aligned and which channels delivered it (those are blocked).
+    let mut aligning: Option<(u64, Vec<bool>)> = None;
     // Messages taken from the gate and not yet handled.
     let mut inbox = std::collections::VecDeque::with_capacity(INBOX);
     loop {
-        if read_mail(mailbox, ack) == Mail::Abort {
+        if read_mail(mailbox, &mut requests) == Mail::Abort {
             return Err(cancelled(nodes));
         }
+        requests.triggers.clear();
+        complete(nodes, &mut requests.completed)?;
         // Ticks come on time under load too: they flush coalesced rows and roll files.
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
@@ -493,6 +610,33 @@ pub fn run_gate(
             Message::Watermark(w) => channels.on_watermark(from, w),
             Message::Idle => channels.on_idle(from),
             Message::End => channels.on_end(from),
+            Message::Barrier(n) => {
+                match &aligning {
+                    Some((id, _)) if n < *id => continue,
+                    Some((id, _)) if n == *id => {}
+                    _ => {
+                        // A newer barrier: the old alignment is abandoned.
+                        for c in 0..channels.len() {
+                            gate.unblock(c);
+                        }
+                        aligning = Some((n, vec![false; channels.len()]));
+                    }
+                }
+                let (_, arrived) = aligning.as_mut().expect("aligning");
+                arrived[from] = true;
+                gate.block(from);
+            }
+        }
+        if let Some((n, arrived)) = &aligning
+            && (0..channels.len()).all(|c| arrived[c] || channels.is_ended(c))
+        {
+            let n = *n;
+            aligning = None;
+            let states = snapshot(nodes, n, None)?;
+            report(Report::Snapshot { checkpoint: n, states });
+            for c in 0..channels.len() {
+                gate.unblock(c);
+            }
         }
         if let Some(w) = channels.combined().filter(|w| *w > current) {
             current = w;
@@ -500,6 +644,11 @@ pub fn run_gate(
             watermark(nodes, w)?;
         }
         if channels.all_ended() {
+            // Completions posted before the inputs ended are acted on before the end.
+            if read_mail(mailbox, &mut requests) == Mail::Abort {
+                return Err(cancelled(nodes));
+            }
+            complete(nodes, &mut requests.completed)?;
             return end(nodes);
         }
         // Idle inputs everywhere: pass idleness on, so consumers stop waiting for us too

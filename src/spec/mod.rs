@@ -112,6 +112,18 @@ pub struct Checkpoints {
     /// Least time between the end of one checkpoint and the start of the next.
     #[serde(default)]
     pub min_pause: Option<Duration>,
+    /// Complete checkpoints kept (default 1); older ones are deleted. Savepoints are kept.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub retain: Option<u32>,
+    /// Checkpoints that may fail in a row before the job fails (default: any number; the job
+    /// keeps running and keeps trying).
+    #[serde(default)]
+    pub tolerable_failures: Option<u32>,
+    /// S3 settings for an `s3://` storage: region, endpoint, path-style addressing and
+    /// credentials (default: the standard AWS environment and credential chain).
+    #[serde(default)]
+    pub s3: Option<crate::checkpoint::S3Options>,
 }
 
 /// Restart strategy after a failure; the job restarts from its latest checkpoint.

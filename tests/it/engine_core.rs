@@ -80,7 +80,7 @@ fn every_subtask_answers_checkpoint_triggers_and_cancel_through_its_mailbox() {
     let subtasks = descriptors.len();
     assert!(subtasks >= 4, "sources and gate-fed subtasks: {subtasks}");
     let mut master = JobMaster::new(5, descriptors);
-    let options = ExecutorOptions { channel_capacity: 1 << 20, capture_sinks: true, test_inputs: None };
+    let options = ExecutorOptions { channel_capacity: 1 << 20, capture_sinks: true, ..Default::default() };
     let mut executor = TaskExecutor::new(&v, options);
     let deploy = master.start();
     pump(&mut master, &mut executor, deploy, |m| m.state() == JobState::Running);

@@ -174,11 +174,28 @@ impl DatagenReader {
             None => BATCH_ROWS,
         }
         .min(rows_within_budget(width));
+        // A restored job goes on from the next row of each subtask; at another parallelism,
+        // from the first row some old subtask had not generated (later rows may repeat).
+        let positions: Vec<(u64, u64)> = ctx
+            .restored_state()
+            .iter()
+            .filter_map(|(m, _)| Some((m.get("next")?.as_u64()?, m.get("stride")?.as_u64()?)))
+            .collect();
+        let next = match positions.get(ctx.subtask) {
+            Some(&(next, stride)) if stride == p && positions.len() == ctx.parallelism => next,
+            _ => match positions.iter().map(|(n, _)| *n).min() {
+                Some(first_missing) => {
+                    let base = first_missing - first_missing % p + ctx.subtask as u64;
+                    if base < first_missing { base + p } else { base }
+                }
+                None => ctx.subtask as u64,
+            },
+        };
         Ok(DatagenReader {
             mode,
             schema,
             seed: cfg.seed.unwrap_or(0),
-            next: ctx.subtask as u64,
+            next,
             stride: p,
             count: cfg.count,
             rate,
@@ -349,6 +366,10 @@ impl SourceReader for DatagenReader {
         };
         OperatorMetrics::add(&self.metrics.bytes_read, batch.get_array_memory_size() as u64);
         Ok(SourceEvent::Batch(batch))
+    }
+
+    fn position(&mut self) -> serde_json::Value {
+        serde_json::json!({ "next": self.next, "stride": self.stride })
     }
 }
 

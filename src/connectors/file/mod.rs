@@ -294,6 +294,12 @@ impl Sink for FileSink {
         Ok(Box::new(Redacted { inner, redactor }))
     }
 
+    fn recover(&self, name: &str, restored: &[&serde_json::Value]) -> Result<(), OperatorError> {
+        let redactor = self.path.redactor();
+        let dir = self.path.resolve().map_err(OperatorError::new)?;
+        sink::recover(std::path::Path::new(&dir), name, restored).map_err(|e| redact(&redactor, e))
+    }
+
     fn describe(&self) -> String {
         let bucket = self.bucket.as_ref().map(|b| format!(", bucket {b}")).unwrap_or_default();
         format!("file sink {:?} ({}{bucket})", self.path.0, self.format.name())
@@ -338,6 +344,14 @@ impl<T: SourceReader> SourceReader for Redacted<T> {
     fn exact_watermarks(&self) -> bool {
         self.inner.exact_watermarks()
     }
+
+    fn position(&mut self) -> serde_json::Value {
+        self.inner.position()
+    }
+
+    fn has_buffered(&self) -> bool {
+        self.inner.has_buffered()
+    }
 }
 
 impl<T: Operator> Operator for Redacted<T> {
@@ -356,6 +370,18 @@ impl<T: Operator> Operator for Redacted<T> {
 
     fn on_tick(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {
         self.inner.on_tick(out).map_err(|e| redact(&self.redactor, e))
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        out: &mut dyn Output,
+    ) -> Result<crate::checkpoint::OperatorSnapshot, OperatorError> {
+        self.inner.snapshot(checkpoint, out).map_err(|e| redact(&self.redactor, e))
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), OperatorError> {
+        self.inner.checkpoint_complete(checkpoint).map_err(|e| redact(&self.redactor, e))
     }
 
     fn on_end(&mut self, out: &mut dyn Output) -> Result<(), OperatorError> {

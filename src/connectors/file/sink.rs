@@ -1,13 +1,22 @@
 //! Writing files: each subtask writes its own part files into the folder (or into event-time
 //! buckets under it), rolling to a new file by size and by time. A file is written under a
 //! hidden `.inprogress` name and renamed to its final name only when complete, so readers of
-//! the folder never see half a file. (Committing with checkpoints comes with them.)
+//! the folder never see half a file.
 //!
-//! File names are unique per sink, run and subtask (`part-<time>-<run id>-<sink>-<subtask>-<n>`,
-//! the run id random per process), and every file is created exclusively, so two sinks on
-//! one folder, or two runs started at once, can never share a file: a name that exists
-//! already is skipped. A subtask that stops without finishing (a failed run) removes its
-//! in-progress files.
+//! Without checkpoints, a file is renamed when it closes. File names are unique per sink, run
+//! and subtask (`part-<time>-<run id>-<sink>-<subtask>-<n>`, the run id random per process).
+//!
+//! With checkpoints, output is exactly once (two-phase commit): names are deterministic,
+//! `part-<sink>-<subtask>-<generation>-<n>`; at a barrier every open file is flushed, synced
+//! and closed, and recorded as pending for that checkpoint (pre-commit); only the checkpoint's
+//! completion renames it to its final name and syncs the folder (commit). A commit is
+//! idempotent (a file already renamed is done). Before a job starts, [`recover`] re-drives the
+//! commits of the checkpoint it restores and deletes this sink's in-progress files that the
+//! checkpoint does not reference.
+//!
+//! Every file is created exclusively, so two sinks on one folder can never share a file: a
+//! name that exists already is skipped. A subtask that stops without finishing (a failed run)
+//! removes the files it still has open.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -24,7 +33,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
 use super::{FileFormat, FileSink};
-use crate::runtime::{BuildContext, Operator, OperatorError, Output};
+use crate::runtime::{BuildContext, Operator, OperatorError, OperatorSnapshot, Output};
 use crate::spec::check::StreamSchema;
 
 /// Counts bytes written through it.
@@ -78,30 +87,108 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Finishes the file and gives it its final name; a file that cannot be finished is removed.
-    fn close(self) -> Result<(), OperatorError> {
+    /// Finishes the file: gives it its final name, or with `durable` syncs it to disk and
+    /// leaves the renaming to a commit. A file that cannot be finished is removed.
+    fn close(self, durable: bool) -> Result<Pending, OperatorError> {
         let tmp = self.tmp.clone();
-        let result = self.finish();
+        let result = self.finish(durable);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
 
-    fn finish(self) -> Result<(), OperatorError> {
+    fn finish(self, durable: bool) -> Result<Pending, OperatorError> {
+        let failed =
+            |e: &dyn std::fmt::Display| OperatorError::new(format!("cannot finish `{}`: {e}", self.tmp.display()));
         match self.writer {
-            Writer::Csv(w) => w.into_inner().flush()?,
+            Writer::Csv(w) => drop(w.into_inner().inner.into_inner().map_err(|e| failed(&e))?),
             Writer::Json(mut w) => {
                 w.finish()?;
-                w.into_inner().flush()?;
+                drop(w.into_inner().inner.into_inner().map_err(|e| failed(&e))?);
             }
             Writer::Parquet(w) => {
-                w.close().map_err(|e| OperatorError::new(e.to_string()))?;
+                w.close().map_err(|e| failed(&e))?;
             }
         }
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| OperatorError::new(format!("cannot finish `{}`: {e}", self.path.display())))
+        let pending = Pending { tmp: self.tmp.clone(), path: self.path.clone() };
+        if durable {
+            File::open(&self.tmp).and_then(|f| f.sync_all()).map_err(|e| failed(&e))?;
+            return Ok(pending);
+        }
+        commit(&pending)?;
+        Ok(pending)
     }
+}
+
+/// A finished file waiting for its commit: its in-progress name and its final name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    /// The in-progress file.
+    pub tmp: PathBuf,
+    /// Its final name.
+    pub path: PathBuf,
+}
+
+/// Makes a pending file visible: renames it and syncs its folder. Idempotent: a file already
+/// renamed is done.
+pub fn commit(p: &Pending) -> Result<(), OperatorError> {
+    match std::fs::rename(&p.tmp, &p.path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.path.exists() => return Ok(()),
+        Err(e) => return Err(OperatorError::io(format_args!("cannot commit `{}`", p.path.display()), e)),
+    }
+    if let Some(dir) = p.path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| OperatorError::io(format_args!("cannot sync folder `{}`", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// What a sink subtask keeps in a checkpoint: the files it pre-committed and not yet committed.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SinkState {
+    pending: Vec<Pending>,
+}
+
+/// Whether `file` is an in-progress file of sink `sink` written with checkpoints:
+/// `.part-<sink>-<subtask>-<generation>-<n>.<ext>.inprogress`.
+fn is_own_in_progress(file: &str, sink: &str) -> bool {
+    let Some(rest) = file.strip_prefix(".part-").and_then(|f| f.strip_suffix(".inprogress")) else { return false };
+    let Some((stem, _ext)) = rest.rsplit_once('.') else { return false };
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    parts.len() == 4
+        && parts[..3].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[3] == sink
+}
+
+/// Before a checkpointed job starts: commits the files `restored` lists as pending, then
+/// deletes sink `name`'s other in-progress files under `dir` (written after that checkpoint).
+pub fn recover(dir: &std::path::Path, name: &str, restored: &[&serde_json::Value]) -> Result<(), OperatorError> {
+    for meta in restored {
+        let state: SinkState = serde_json::from_value((*meta).clone()).map_err(|e| {
+            OperatorError::new(format!("sink `{name}`: the checkpoint's sink state is unreadable: {e}"))
+        })?;
+        for p in &state.pending {
+            commit(p)?;
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if e.file_name().to_str().is_some_and(|f| is_own_in_progress(f, name)) {
+                std::fs::remove_file(&path)
+                    .map_err(|err| OperatorError::io(format_args!("cannot remove `{}`", path.display()), err))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One file-sink subtask.
@@ -116,6 +203,12 @@ pub struct FileWriter {
     prefix: String,
     seq: u64,
     open: HashMap<String, OpenFile>,
+    /// With checkpoints: files commit only when a checkpoint completes.
+    checkpointing: bool,
+    /// Files closed since the last barrier (with checkpoints).
+    closed: Vec<Pending>,
+    /// Files pre-committed per checkpoint, waiting for its completion.
+    pending: std::collections::BTreeMap<u64, Vec<Pending>>,
 }
 
 impl FileWriter {
@@ -131,6 +224,10 @@ impl FileWriter {
         std::fs::create_dir_all(&dir)
             .map_err(|e| OperatorError::io(format_args!("cannot create folder `{}`", cfg.path.0), e))?;
         let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
+        let prefix = match ctx.checkpointing {
+            true => format!("part-{}-{}-{}", ctx.operator, ctx.subtask, ctx.generation),
+            false => format!("part-{time}-{}-{}-{}", run_id(), ctx.operator, ctx.subtask),
+        };
         Ok(FileWriter {
             dir: PathBuf::from(dir),
             format: cfg.format,
@@ -139,9 +236,12 @@ impl FileWriter {
             max_size: cfg.rolling.as_ref().and_then(|r| r.max_size).map(|s| s.0),
             interval: cfg.rolling.as_ref().and_then(|r| r.interval).map(|d| d.0),
             schema: input.schema.clone(),
-            prefix: format!("part-{time}-{}-{}-{}", run_id(), ctx.operator, ctx.subtask),
+            prefix,
             seq: 0,
             open: HashMap::new(),
+            checkpointing: ctx.checkpointing,
+            closed: Vec::new(),
+            pending: Default::default(),
         })
     }
 
@@ -201,7 +301,10 @@ impl FileWriter {
             .collect();
         for k in due {
             if let Some(f) = self.open.remove(&k) {
-                f.close()?;
+                let done = f.close(self.checkpointing)?;
+                if self.checkpointing {
+                    self.closed.push(done);
+                }
             }
         }
         Ok(())
@@ -293,6 +396,60 @@ impl Operator for FileWriter {
     }
 
     fn on_end(&mut self, _: &mut dyn Output) -> Result<(), OperatorError> {
+        // With checkpoints, files closed now belong to no checkpoint and stay uncommitted.
         self.roll(true)
+    }
+
+    fn snapshot(&mut self, checkpoint: u64, _: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
+        if !self.checkpointing {
+            return Ok(OperatorSnapshot::default());
+        }
+        self.roll(true)?;
+        let closed = std::mem::take(&mut self.closed);
+        self.pending.entry(checkpoint).or_default().extend(closed);
+        let state = SinkState { pending: self.pending.values().flatten().cloned().collect() };
+        Ok(OperatorSnapshot { meta: serde_json::to_value(state).expect("sink state serializes"), blob: None })
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), OperatorError> {
+        let later = self.pending.split_off(&(checkpoint + 1));
+        for p in std::mem::replace(&mut self.pending, later).into_values().flatten() {
+            commit(&p)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_progress_files_are_recognised_by_their_exact_sink_name() {
+        assert!(is_own_in_progress(".part-out-0-3-00012.csv.inprogress", "out"));
+        assert!(is_own_in_progress(".part-a-b-1-2-00000.parquet.inprogress", "a-b"));
+        assert!(!is_own_in_progress(".part-a-b-1-2-00000.parquet.inprogress", "a"), "another sink's file");
+        assert!(!is_own_in_progress("part-out-0-3-00012.csv", "out"), "committed");
+        assert!(!is_own_in_progress(".part-20260101T000000000-abc-out-0-00001.csv.inprogress", "out"));
+    }
+
+    #[test]
+    fn a_commit_is_idempotent_and_recovery_removes_what_no_checkpoint_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = Pending { tmp: d.join(".part-s-0-1-00000.csv.inprogress"), path: d.join("part-s-0-1-00000.csv") };
+        std::fs::write(&p.tmp, "a\n1\n").unwrap();
+        std::fs::create_dir(d.join("2026")).unwrap();
+        let stray = d.join("2026/.part-s-1-1-00004.csv.inprogress");
+        std::fs::write(&stray, "x").unwrap();
+        let other = d.join(".part-t-0-1-00000.csv.inprogress");
+        std::fs::write(&other, "y").unwrap();
+        let meta = serde_json::to_value(SinkState { pending: vec![p.clone()] }).unwrap();
+        recover(d, "s", &[&meta]).unwrap();
+        recover(d, "s", &[&meta]).unwrap();
+        assert_eq!(std::fs::read_to_string(&p.path).unwrap(), "a\n1\n");
+        assert!(!p.tmp.exists() && !stray.exists());
+        assert!(other.exists(), "another sink's file stays");
+        commit(&p).unwrap();
     }
 }

@@ -82,17 +82,10 @@ fn max_open_files(subtasks: usize) -> usize {
 }
 
 enum Open {
-    Lines {
-        reader: BufReader<File>,
-        line: u64,
-    },
+    /// `offset` counts the bytes of the file consumed (records returned, and the header).
+    Lines { reader: BufReader<File>, line: u64, offset: u64 },
     /// `row` and `rows` count the rows of the row groups read.
-    Parquet {
-        reader: ParquetRecordBatchReader,
-        row: u64,
-        rows: u64,
-        groups: RowGroups,
-    },
+    Parquet { reader: ParquetRecordBatchReader, row: u64, rows: u64, groups: RowGroups },
 }
 
 impl Open {
@@ -103,6 +96,40 @@ impl Open {
             Open::Parquet { row, rows, .. } => *row >= *rows,
         })
     }
+}
+
+/// Where a reader is in one file, as checkpoints keep it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitPosition {
+    /// The file.
+    pub path: PathBuf,
+    /// Bytes consumed (CSV, JSON lines): reading resumes there, past the header.
+    #[serde(default)]
+    pub offset: u64,
+    /// Lines consumed, for locations in messages.
+    #[serde(default)]
+    pub line: u64,
+    /// Rows read (Parquet, counting the row groups read).
+    #[serde(default)]
+    pub row: u64,
+    /// Whether the file was read to its end.
+    #[serde(default)]
+    pub done: bool,
+    /// The largest event time read from it, ms.
+    #[serde(default = "min_time")]
+    pub max_event_time: i64,
+}
+
+fn min_time() -> i64 {
+    i64::MIN
+}
+
+/// What a file-source subtask keeps in a checkpoint.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ReaderState {
+    /// Files started, finished or picked up by watching (not-yet-started ones of the initial
+    /// list are implied).
+    files: Vec<SplitPosition>,
 }
 
 /// One file being read.
@@ -162,10 +189,12 @@ fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>, room: usize) -> st
 /// Reads the next chunk of records of a text file; `None` at its end. CSV records end at
 /// a line end outside quotes, so a quoted field may hold line breaks; a chunk never ends
 /// inside a record.
+#[allow(clippy::too_many_arguments)]
 fn read_chunk(
     spare: &mut Option<Chunk>,
     reader: &mut BufReader<File>,
     line: &mut u64,
+    offset: &mut u64,
     path: &Path,
     csv: Option<u8>,
     fields: usize,
@@ -236,6 +265,7 @@ fn read_chunk(
         }
     }
     OperatorMetrics::add(&metrics.bytes_read, read as u64);
+    *offset += read as u64;
     Ok((!chunk.records.is_empty()).then_some(chunk))
 }
 
@@ -308,13 +338,51 @@ pub struct FileReader {
     json: Option<arrow::json::reader::Decoder>,
     csv: Option<arrow::csv::reader::Decoder>,
     metrics: Arc<OperatorMetrics>,
+    /// Files read to their end.
+    done: Vec<SplitPosition>,
+    /// Where to resume files of a restored checkpoint, when they open.
+    resume: std::collections::HashMap<PathBuf, SplitPosition>,
 }
 
 impl FileReader {
     /// The reader of subtask `ctx.subtask`, for the files dealt to it.
     pub fn new(cfg: &FileSource, ctx: &BuildContext, schema: &StreamSchema) -> Result<Self, OperatorError> {
         let path = cfg.path.resolve().map_err(OperatorError::new)?;
-        let mine: VecDeque<PathBuf> = ctx.splits.iter().map(PathBuf::from).collect();
+        let mut mine: VecDeque<PathBuf> = ctx.splits.iter().map(PathBuf::from).collect();
+        let mut seen: HashSet<PathBuf> = ctx.all_splits.iter().map(PathBuf::from).collect();
+        // A restored job: files every old subtask knew, with where each stopped.
+        let mut resume = std::collections::HashMap::new();
+        for (meta, _) in ctx.restored_state() {
+            let state: ReaderState = serde_json::from_value(meta.clone()).map_err(|e| {
+                OperatorError::new(format!(
+                    "source `{}`: the checkpoint's reader state is unreadable: {e}",
+                    ctx.operator
+                ))
+            })?;
+            for f in state.files {
+                resume.insert(f.path.clone(), f);
+            }
+        }
+        let mut restored_done = Vec::new();
+        if !resume.is_empty() {
+            // Files found by watching belong to the subtask their name hashes to, as in `rescan`.
+            let mut found: Vec<&PathBuf> = resume.keys().filter(|p| !seen.contains(*p)).collect();
+            found.sort();
+            for f in found {
+                if owner_of(f, ctx.parallelism) == ctx.subtask {
+                    mine.push_back(f.clone());
+                }
+            }
+            seen.extend(resume.keys().cloned());
+            mine.retain(|f| match resume.get(f) {
+                Some(p) if p.done => {
+                    restored_done.push(p.clone());
+                    false
+                }
+                _ => true,
+            });
+            resume.retain(|_, p| !p.done && (p.offset > 0 || p.row > 0 || p.max_event_time > i64::MIN));
+        }
         let total: u64 = mine.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         if !cfg.watch {
             OperatorMetrics::add(&ctx.metrics.bytes_total, total);
@@ -352,11 +420,11 @@ impl FileReader {
                 .as_ref()
                 .and_then(|e| e.max_out_of_orderness)
                 .map_or(0, |d| d.as_millis_i64()),
-            seen: ctx.all_splits.iter().map(PathBuf::from).collect(),
+            seen,
             files: mine,
             open: Vec::new(),
             max_open: if event_time.is_some() { max_open_files(ctx.parallelism) } else { 1 },
-            max_event_time: i64::MIN,
+            max_event_time: restored_done.iter().map(|d| d.max_event_time).max().unwrap_or(i64::MIN),
             watermark: i64::MIN,
             pending_watermark: None,
             watch: cfg.watch,
@@ -368,6 +436,8 @@ impl FileReader {
             json: None,
             csv: None,
             metrics: ctx.metrics.clone(),
+            done: restored_done,
+            resume,
         })
     }
 
@@ -376,12 +446,8 @@ impl FileReader {
     fn rescan(&mut self) -> Result<(), OperatorError> {
         self.last_scan = Instant::now();
         for f in list_files(&self.path, &self.shown)? {
-            if self.seen.insert(f.clone()) {
-                let owner =
-                    f.to_string_lossy().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-                if owner as usize % self.parallelism == self.subtask {
-                    self.files.push_back(f);
-                }
+            if self.seen.insert(f.clone()) && owner_of(&f, self.parallelism) == self.subtask {
+                self.files.push_back(f);
             }
         }
         Ok(())
@@ -391,14 +457,27 @@ impl FileReader {
     fn open_more(&mut self) -> Result<bool, OperatorError> {
         while self.open.len() < self.max_open {
             let Some(path) = self.files.pop_front() else { break };
-            let open = self.open_file(&path)?;
-            self.open.push(Split { open, path, max_event_time: i64::MIN });
+            let resume = self.resume.remove(&path);
+            let open = self.open_file(&path, resume.as_ref())?;
+            let max_event_time = resume.map_or(i64::MIN, |r| r.max_event_time);
+            self.open.push(Split { open, path, max_event_time });
         }
         Ok(!self.open.is_empty())
     }
 
-    fn open_file(&mut self, path: &Path) -> Result<Open, OperatorError> {
-        let file =
+    /// Closes open split `s`, read to its end.
+    fn finish_split(&mut self, s: usize) {
+        let split = self.open.remove(s);
+        self.done.push(SplitPosition {
+            path: split.path,
+            done: true,
+            max_event_time: split.max_event_time,
+            ..Default::default()
+        });
+    }
+
+    fn open_file(&mut self, path: &Path, resume: Option<&SplitPosition>) -> Result<Open, OperatorError> {
+        let mut file =
             File::open(path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
         Ok(match self.format {
             FileFormat::Parquet => {
@@ -428,20 +507,33 @@ impl FileReader {
                             }
                             None => b,
                         };
-                        b.with_batch_size(CHUNK_LINES).build()
+                        // A restored file resumes after the rows already read.
+                        let skip = resume.map_or(0, |r| r.row) as usize;
+                        b.with_batch_size(CHUNK_LINES).with_offset(skip).build()
                     })
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
                 OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
                 OperatorMetrics::add(&self.metrics.row_groups_skipped, groups.skipped() as u64);
-                Open::Parquet { reader, row: 0, rows: groups.kept_rows(), groups }
+                Open::Parquet { reader, row: resume.map_or(0, |r| r.row), rows: groups.kept_rows(), groups }
+            }
+            _ if resume.is_some_and(|r| r.offset > 0) => {
+                // A restored file resumes where its last checkpoint was: past its header.
+                let r = resume.expect("checked");
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(r.offset))
+                    .map_err(|e| OperatorError::new(format!("reading `{}`: {e}", path.display())))?;
+                let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
+                Open::Lines { reader: BufReader::with_capacity(capacity, file), line: r.line, offset: r.offset }
             }
             _ => {
                 let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
                 let mut reader = BufReader::with_capacity(capacity, file);
+                let mut offset = 0;
                 let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
                 // A byte-order mark is not part of the first record.
                 if reader.fill_buf().map_err(io)?.starts_with(b"\xEF\xBB\xBF") {
                     reader.consume(3);
+                    offset += 3;
                 }
                 let mut line = 0;
                 if self.format == FileFormat::Csv && self.header {
@@ -452,6 +544,7 @@ impl FileReader {
                         let before = skip.len();
                         let (n, kept) = read_line(&mut reader, &mut skip, MAX_RECORD - before).map_err(io)?;
                         OperatorMetrics::add(&self.metrics.bytes_read, n as u64);
+                        offset += n as u64;
                         if n == 0 && state == CsvState::Quoted {
                             return Err(OperatorError::new(format!(
                                 "`{}`: a quoted field of the header is not closed before the end of the file",
@@ -474,7 +567,7 @@ impl FileReader {
                         }
                     }
                 }
-                Open::Lines { reader, line }
+                Open::Lines { reader, line, offset }
             }
         })
     }
@@ -754,10 +847,10 @@ impl FileReader {
                     None => Ok(None),
                 }
             }
-            Open::Lines { reader, line } => {
+            Open::Lines { reader, line, offset } => {
                 let csv = (self.format == FileFormat::Csv).then_some(self.delimiter);
-                match read_chunk(&mut self.spare, reader, line, &path, csv, self.schema.fields().len(), &self.metrics)?
-                {
+                let fields = self.schema.fields().len();
+                match read_chunk(&mut self.spare, reader, line, offset, &path, csv, fields, &self.metrics)? {
                     Some(c) => {
                         let batch = self.lines_batch(&c, &path);
                         self.spare = Some(c);
@@ -821,7 +914,7 @@ impl SourceReader for FileReader {
                         .at_end()
                         .map_err(|e| OperatorError::new(format!("reading `{}`: {e}", split.path.display())))?
                     {
-                        self.open.remove(s);
+                        self.finish_split(s);
                     }
                     self.advance_watermark();
                     if b.num_rows() > 0 {
@@ -829,7 +922,7 @@ impl SourceReader for FileReader {
                     }
                 }
                 None => {
-                    self.open.remove(s);
+                    self.finish_split(s);
                     self.advance_watermark();
                 }
             }
@@ -839,6 +932,46 @@ impl SourceReader for FileReader {
     fn explicit_watermarks(&self) -> bool {
         self.event_time.is_some()
     }
+
+    fn has_buffered(&self) -> bool {
+        !self.dead_letters.is_empty() || self.pending_watermark.is_some()
+    }
+
+    fn position(&mut self) -> serde_json::Value {
+        let mut files = self.done.clone();
+        for split in &self.open {
+            let (offset, line, row) = match &split.open {
+                Open::Lines { line, offset, .. } => (*offset, *line, 0),
+                Open::Parquet { row, .. } => (0, 0, *row),
+            };
+            files.push(SplitPosition {
+                path: split.path.clone(),
+                offset,
+                line,
+                row,
+                done: false,
+                max_event_time: split.max_event_time,
+            });
+        }
+        // Files waiting: those of a restored checkpoint keep their position; others found
+        // by watching must be known to a restored job.
+        for f in &self.files {
+            match self.resume.get(f) {
+                Some(p) => files.push(p.clone()),
+                None if self.watch => {
+                    files.push(SplitPosition { path: f.clone(), max_event_time: i64::MIN, ..Default::default() })
+                }
+                None => {}
+            }
+        }
+        serde_json::to_value(ReaderState { files }).expect("reader state serializes")
+    }
+}
+
+/// The subtask a file found by watching belongs to: a hash of its name every subtask computes alike.
+fn owner_of(f: &Path, parallelism: usize) -> usize {
+    let h = f.to_string_lossy().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h % parallelism.max(1) as u64) as usize
 }
 
 impl FileReader {

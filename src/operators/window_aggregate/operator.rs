@@ -51,7 +51,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::Window;
 use super::acc::{Acc, Accs, SessionList, max_bytes, min_bytes};
 use crate::runtime::expr::Compiler;
-use crate::runtime::{BuildContext, Operator, OperatorError, OperatorMetrics, Output};
+use crate::runtime::{BuildContext, Operator, OperatorError, OperatorMetrics, OperatorSnapshot, Output};
 use crate::spec::check::StreamSchema;
 use crate::state::backend::{StateBackend, StateDescriptor, StateResult, keyed_prefix};
 use crate::state::codec::{Codec, WindowNs, from_ordered_i64, ordered_i64};
@@ -297,7 +297,21 @@ impl WindowOperator {
             }
             Window::Session { gap } => Shape::Session { gap: gap.as_millis_i64().max(1) },
         };
-        let state = ctx.state.open(&ctx.operator, ctx.subtask, descriptors(&spec.window))?;
+        let mut state = ctx.state.open(&ctx.operator, ctx.subtask, descriptors(&spec.window))?;
+        // A restored job takes the entries of its key groups from every old subtask's snapshot
+        // (any parallelism), the lowest watermark among them, and knows which slices are in state.
+        let mut watermark = None::<i64>;
+        let mut cold_until = None::<i64>;
+        for (meta, blob) in ctx.restored_state() {
+            if let Some(blob) = blob {
+                state.restore(blob, ctx.key_groups.clone())?;
+            }
+            let w = meta.get("watermark").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN);
+            watermark = Some(watermark.map_or(w, |m| m.min(w)));
+            if let Some(c) = meta.get("cold_until").and_then(serde_json::Value::as_i64) {
+                cold_until = Some(cold_until.map_or(c, |m| m.max(c)));
+            }
+        }
         Ok(WindowOperator {
             shape,
             lateness: spec.allowed_lateness.map_or(0, |d| d.as_millis_i64()),
@@ -306,7 +320,7 @@ impl WindowOperator {
             aggs,
             keys,
             output: output.schema.clone(),
-            watermark: i64::MIN,
+            watermark: watermark.unwrap_or(i64::MIN),
             state,
             slices: ValueState::new(ACC),
             sessions: ValueState::new(ACC),
@@ -316,7 +330,7 @@ impl WindowOperator {
             hashes: Vec::new(),
             hot: BTreeMap::new(),
             hot_entries: 0,
-            cold_until: None,
+            cold_until,
             hot_limit: (ctx.state.per_subtask_memory() / 4 / HOT_ENTRY_BYTES).max(1),
             late_output: spec.late_output.is_some(),
             metrics: ctx.metrics.clone(),
@@ -1055,6 +1069,18 @@ impl Operator for WindowOperator {
         // A stopped job's open windows stay open, but every row it took is in state.
         let all = std::mem::take(&mut self.hot);
         self.move_to_state(all, out)
+    }
+
+    /// The hot tier moves to the backend, whose entries in this subtask's key groups are the
+    /// snapshot; the watermark and the latest slice in the backend go inline.
+    fn snapshot(&mut self, _: u64, out: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
+        let all = std::mem::take(&mut self.hot);
+        self.move_to_state(all, out)?;
+        let blob = self.state.snapshot(self.key_groups.clone())?;
+        Ok(OperatorSnapshot {
+            meta: serde_json::json!({ "watermark": self.watermark, "cold_until": self.cold_until }),
+            blob: Some(blob),
+        })
     }
 }
 

@@ -1,0 +1,446 @@
+//! Checkpoints: what a job writes so that it can resume after a crash, and where.
+//!
+//! A checkpoint `N` is a folder `chk-N` (a savepoint: `sp-N`) in the job's [`storage`]: one
+//! sealed blob per stateful subtask, uploaded as subtasks snapshot, and `_manifest.json`,
+//! written last and create-if-absent. The manifest is the commit point: a folder without one
+//! is an incomplete checkpoint and is never loaded. Small state (source positions, a sink's
+//! pending files, an operator's watermark) lives inline in the manifest.
+//!
+//! This module owns the stored format (manifests, sealed blobs), finding the latest complete
+//! checkpoint (skipping corrupt ones), retention, and the lease that keeps two runs of a
+//! pipeline off one storage. The barrier protocol itself is in [`crate::runtime`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use twox_hash::XxHash64;
+
+pub mod storage;
+
+pub use storage::{S3Options, Storage, StorageError, StorageResult};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The name of a checkpoint's manifest inside its folder.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// The name of the lease object at the storage root.
+pub const LEASE: &str = "_lease.json";
+
+/// What an operator's subtask hands over at a barrier.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperatorSnapshot {
+    /// Small state kept inline in the manifest (positions, pending files, a watermark).
+    pub meta: serde_json::Value,
+    /// Bulk state uploaded as its own object (keyed state).
+    pub blob: Option<Vec<u8>>,
+}
+
+/// A stored blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Its name relative to the storage root.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// One subtask's part of one operator's state in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateHandle {
+    /// The operator's id.
+    pub operator: String,
+    /// The subtask that wrote it.
+    pub subtask: usize,
+    /// Inline state.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub meta: serde_json::Value,
+    /// Uploaded state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
+}
+
+/// One operator in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorEntry {
+    /// The operator's id (its spec name).
+    pub id: String,
+    /// Subtasks it ran with.
+    pub parallelism: usize,
+    /// What its state means (keys, window, aggregates), for compatibility checks.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub fingerprint: serde_json::Value,
+    /// Each subtask's state.
+    pub subtasks: Vec<StateHandle>,
+}
+
+/// A complete checkpoint's description: the commit point of the checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The manifest format.
+    pub format: u32,
+    /// The pipeline's name; a manifest of another pipeline is refused.
+    pub pipeline: String,
+    /// The checkpoint's id.
+    pub id: u64,
+    /// Whether it is a savepoint (taken on request; not removed by retention).
+    pub savepoint: bool,
+    /// The job attempt that took it.
+    pub generation: u64,
+    /// When it completed, RFC 3339.
+    pub time: String,
+    /// From trigger to complete, ms.
+    pub duration_ms: u64,
+    /// Key groups of the job.
+    pub max_parallelism: u32,
+    /// The key hash version state was partitioned with.
+    pub key_hash_version: u32,
+    /// Every operator with state, in plan order.
+    pub operators: Vec<OperatorEntry>,
+    /// Per source, the splits its enumerator dealt (a restored job gets the same ones).
+    pub splits: BTreeMap<String, Vec<String>>,
+}
+
+impl Manifest {
+    /// The folder of checkpoint `id` (`chk-…` or `sp-…`).
+    pub fn folder(id: u64, savepoint: bool) -> String {
+        format!("{}-{id:010}", if savepoint { "sp" } else { "chk" })
+    }
+
+    /// This checkpoint's folder.
+    pub fn dir(&self) -> String {
+        Manifest::folder(self.id, self.savepoint)
+    }
+
+    /// Bytes of uploaded state.
+    pub fn state_bytes(&self) -> u64 {
+        self.operators.iter().flat_map(|o| &o.subtasks).filter_map(|s| s.blob.as_ref()).map(|b| b.size).sum()
+    }
+
+    /// The entry of operator `id`.
+    pub fn operator(&self, id: &str) -> Option<&OperatorEntry> {
+        self.operators.iter().find(|o| o.id == id)
+    }
+}
+
+const BLOB_MAGIC: &[u8; 8] = b"SLUICEBL";
+
+/// Wraps state bytes with a header and a checksum, so a truncated or corrupt object is
+/// recognised when it is read back.
+pub fn seal(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 24);
+    out.extend_from_slice(BLOB_MAGIC);
+    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(&XxHash64::oneshot(0, bytes).to_be_bytes());
+    out
+}
+
+/// The bytes [`seal`] wrapped, or why they are unreadable.
+pub fn unseal(sealed: &[u8]) -> Result<&[u8], String> {
+    if sealed.len() < 24 || &sealed[..8] != BLOB_MAGIC {
+        return Err("not a Sluice state object".into());
+    }
+    let len = u64::from_be_bytes(sealed[8..16].try_into().expect("8 bytes")) as usize;
+    if sealed.len() != len.saturating_add(24) {
+        return Err(format!("truncated: {} bytes where {} were written", sealed.len(), len.saturating_add(24)));
+    }
+    let body = &sealed[16..16 + len];
+    let sum = u64::from_be_bytes(sealed[16 + len..].try_into().expect("8 bytes"));
+    if XxHash64::oneshot(0, body) != sum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(body)
+}
+
+/// A checkpoint read back whole, its blobs checked.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Blob contents (unsealed) by (operator, subtask).
+    pub blobs: HashMap<(String, usize), Vec<u8>>,
+    /// Where it was read from (for messages).
+    pub location: String,
+}
+
+impl Restored {
+    /// The state every subtask of operator `id` wrote: inline state and blob, in subtask order.
+    pub fn operator(&self, id: &str) -> Vec<(&serde_json::Value, Option<&[u8]>)> {
+        let Some(o) = self.manifest.operator(id) else { return Vec::new() };
+        o.subtasks.iter().map(|s| (&s.meta, self.blobs.get(&(id.to_string(), s.subtask)).map(Vec::as_slice))).collect()
+    }
+}
+
+/// Ids of the complete checkpoints and savepoints in `storage`, newest first, with their
+/// manifest names.
+pub fn manifests(storage: &Storage) -> StorageResult<Vec<(u64, String)>> {
+    let mut found: Vec<(u64, String)> = storage
+        .list("")?
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let dir = name.strip_suffix(&format!("/{MANIFEST}"))?;
+            let id = dir.strip_prefix("chk-").or_else(|| dir.strip_prefix("sp-"))?.parse().ok()?;
+            Some((id, name))
+        })
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    Ok(found)
+}
+
+/// Why a checkpoint cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The storage failed.
+    #[error("{0}")]
+    Storage(String),
+    /// The checkpoint is corrupt or partial; an older one may do.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The checkpoint is not this pipeline's; nothing in this storage may be used.
+    #[error("{0}")]
+    Foreign(String),
+}
+
+impl From<StorageError> for LoadError {
+    fn from(e: StorageError) -> Self {
+        LoadError::Storage(e.0)
+    }
+}
+
+/// Reads the checkpoint whose manifest is `manifest_name` and checks every blob.
+pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str) -> Result<Restored, LoadError> {
+    let location = format!("{}/{manifest_name}", storage.url().trim_end_matches('/'));
+    let bytes = storage
+        .get(manifest_name)?
+        .ok_or_else(|| LoadError::Corrupt(format!("checkpoint manifest `{location}` is missing")))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| LoadError::Corrupt(format!("checkpoint manifest `{location}` is unreadable: {e}")))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(LoadError::Corrupt(format!(
+            "checkpoint manifest `{location}` has format {}; this build reads {MANIFEST_FORMAT}",
+            manifest.format
+        )));
+    }
+    if manifest.pipeline != pipeline {
+        return Err(LoadError::Foreign(format!(
+            "checkpoint `{location}` belongs to pipeline `{}`, not `{pipeline}`; use another storage, \
+             or `--fresh` to ignore it",
+            manifest.pipeline
+        )));
+    }
+    let mut blobs = HashMap::new();
+    for o in &manifest.operators {
+        for s in &o.subtasks {
+            let Some(b) = &s.blob else { continue };
+            let shown = format!("{}/{}", storage.url().trim_end_matches('/'), b.name);
+            let sealed = storage
+                .get(&b.name)?
+                .ok_or_else(|| LoadError::Corrupt(format!("checkpoint file `{shown}` is missing")))?;
+            let body = unseal(&sealed)
+                .map_err(|why| LoadError::Corrupt(format!("checkpoint file `{shown}` is corrupt ({why})")))?;
+            blobs.insert((o.id.clone(), s.subtask), body.to_vec());
+        }
+    }
+    Ok(Restored { manifest, blobs, location })
+}
+
+/// The latest complete checkpoint or savepoint of `pipeline` in `storage` that reads back
+/// whole; corrupt ones are skipped, each with a message in `skipped`.
+pub fn latest(storage: &Storage, pipeline: &str, skipped: &mut Vec<String>) -> Result<Option<Restored>, LoadError> {
+    for (_, name) in manifests(storage)? {
+        match load(storage, &name, pipeline) {
+            Ok(r) => return Ok(Some(r)),
+            Err(LoadError::Corrupt(why)) => skipped.push(why),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Removes checkpoints (not savepoints) beyond the newest `retain` complete ones, and
+/// incomplete checkpoint folders older than `latest`. An object a kept checkpoint or a
+/// savepoint references (a finished subtask's state is carried forward by reference) stays.
+pub fn retain(storage: &Storage, retain: usize, latest: u64) -> StorageResult<()> {
+    let objects = storage.list("")?;
+    let mut complete: Vec<u64> = Vec::new();
+    let mut folders: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut savepoints = Vec::new();
+    for (name, _) in objects {
+        let Some((dir, file)) = name.split_once('/') else { continue };
+        if dir.starts_with("sp-") && file == MANIFEST {
+            savepoints.push(name.clone());
+        }
+        let Some(id) = dir.strip_prefix("chk-").and_then(|i| i.parse::<u64>().ok()) else { continue };
+        if file == MANIFEST {
+            complete.push(id);
+        }
+        folders.entry(id).or_default().push(name);
+    }
+    complete.sort_unstable_by(|a, b| b.cmp(a));
+    let keep: Vec<u64> = complete.iter().take(retain.max(1)).copied().collect();
+    let mut referenced = std::collections::HashSet::new();
+    let kept_manifests = keep.iter().map(|id| format!("{}/{MANIFEST}", Manifest::folder(*id, false)));
+    for name in kept_manifests.chain(savepoints) {
+        let Some(bytes) = storage.get(&name)? else { continue };
+        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else { continue };
+        referenced.extend(
+            m.operators.iter().flat_map(|o| &o.subtasks).filter_map(|s| s.blob.as_ref()).map(|b| b.name.clone()),
+        );
+    }
+    for (id, names) in folders {
+        if keep.contains(&id) || id >= latest {
+            continue;
+        }
+        // The manifest goes first: a folder half deleted is then an incomplete checkpoint.
+        let mut names = names;
+        names.sort_by_key(|n| !n.ends_with(MANIFEST));
+        for n in names.iter().filter(|n| !referenced.contains(*n)) {
+            storage.delete(n)?;
+        }
+    }
+    Ok(())
+}
+
+/// Who holds a storage: written create-if-absent at the root and renewed while the job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The pipeline.
+    pub pipeline: String,
+    /// A random id of the holder.
+    pub owner: String,
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's host name.
+    pub host: String,
+    /// Until when it holds, ms since the epoch, unless renewed.
+    pub expires_ms: i64,
+}
+
+/// How long a lease holds without renewal.
+pub const LEASE_TTL_MS: i64 = 15_000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Lease {
+    /// Takes the lease of `storage` for `pipeline`: refused while another live run holds it.
+    /// A lease whose holder is gone (expired, or a dead process on this host) is taken over.
+    pub fn acquire(storage: &Storage, pipeline: &str) -> StorageResult<Lease> {
+        use std::hash::{BuildHasher, Hasher};
+        let owner = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+        let lease =
+            Lease { pipeline: pipeline.into(), owner, pid: std::process::id(), host: host_name(), expires_ms: 0 };
+        for _ in 0..3 {
+            let mut mine = lease.clone();
+            mine.expires_ms = now_ms() + LEASE_TTL_MS;
+            if storage.put_if_absent(LEASE, serde_json::to_vec(&mine).expect("a lease serializes"))? {
+                return Ok(mine);
+            }
+            let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+            let stale = match &held {
+                None => true,
+                Some(h) => h.expires_ms < now_ms() || (h.host == mine.host && !process_alive(h.pid)),
+            };
+            if !stale {
+                let h = held.expect("not stale, so present");
+                return Err(StorageError(format!(
+                    "storage `{}` is in use by another run of `{}` (process {} on host `{}`); \
+                     a second run would corrupt its checkpoints",
+                    storage.url(),
+                    h.pipeline,
+                    h.pid,
+                    h.host
+                )));
+            }
+            storage.delete(LEASE)?;
+        }
+        Err(StorageError(format!("cannot take the lease of storage `{}`: it keeps changing", storage.url())))
+    }
+
+    /// Extends the lease; fails if another run took it over.
+    pub fn renew(&mut self, storage: &Storage) -> StorageResult<()> {
+        let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+        if held.as_ref().is_some_and(|h| h.owner != self.owner) {
+            return Err(StorageError(format!("another run took over the lease of storage `{}`", storage.url())));
+        }
+        self.expires_ms = now_ms() + LEASE_TTL_MS;
+        storage.put(LEASE, serde_json::to_vec(self).expect("a lease serializes"))
+    }
+
+    /// Gives the lease up.
+    pub fn release(&self, storage: &Storage) {
+        let held: Option<Lease> = storage.get(LEASE).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
+        if held.is_some_and(|h| h.owner == self.owner) {
+            let _ = storage.delete(LEASE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_blobs_detect_truncation_and_corruption() {
+        let sealed = seal(b"state bytes");
+        assert_eq!(unseal(&sealed).unwrap(), b"state bytes");
+        assert!(unseal(&sealed[..sealed.len() - 1]).unwrap_err().contains("truncated"));
+        let mut bad = sealed.clone();
+        bad[18] ^= 1;
+        assert!(unseal(&bad).unwrap_err().contains("checksum"));
+        assert!(unseal(b"hello").is_err());
+    }
+
+    #[test]
+    fn a_second_lease_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&format!("file://{}", dir.path().display()), None).unwrap();
+        let a = Lease::acquire(&s, "p").unwrap();
+        let e = Lease::acquire(&s, "p").unwrap_err();
+        assert!(e.0.contains("in use by another run of `p`"), "{e}");
+        a.release(&s);
+        Lease::acquire(&s, "p").unwrap();
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_complete_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path().to_str().unwrap(), None).unwrap();
+        for id in 1..=4u64 {
+            s.put(&format!("{}/a-0.state", Manifest::folder(id, false)), vec![1]).unwrap();
+            if id != 3 {
+                s.put(&format!("{}/{MANIFEST}", Manifest::folder(id, false)), vec![1]).unwrap();
+            }
+        }
+        s.put(&format!("{}/{MANIFEST}", Manifest::folder(1, true)), vec![1]).unwrap();
+        retain(&s, 2, 4).unwrap();
+        let mut left: Vec<String> = s.list("").unwrap().into_iter().map(|(n, _)| n).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "chk-0000000002/_manifest.json",
+                "chk-0000000002/a-0.state",
+                "chk-0000000004/_manifest.json",
+                "chk-0000000004/a-0.state",
+                "sp-0000000001/_manifest.json"
+            ]
+        );
+    }
+}

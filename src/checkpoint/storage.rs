@@ -1,0 +1,221 @@
+//! Checkpoint storage: a `file://` folder or an `s3://bucket/prefix`, both through the
+//! `object_store` crate (one API; atomic puts; create-if-absent for manifests and leases).
+//!
+//! Calls are blocking wrappers over one shared tokio runtime, except [`Storage::put_async`],
+//! which subtask snapshots upload through without waiting.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::spec::values::ConfigString;
+
+/// S3 settings of a storage URL (every field optional: the standard AWS environment, instance
+/// and web-identity credentials apply otherwise).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// The region (default: `AWS_REGION`, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint such as `http://127.0.0.1:9000` (default: AWS).
+    #[serde(default)]
+    pub endpoint: Option<ConfigString>,
+    /// Address buckets in the path (`endpoint/bucket/key`) rather than in the host name;
+    /// the default with a custom `endpoint`.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// Access key id, such as `${env:S3_KEY}` (default: the credential chain).
+    #[serde(default)]
+    pub access_key_id: Option<ConfigString>,
+    /// Secret access key, such as `${file:/run/secrets/s3}`.
+    #[serde(default)]
+    pub secret_access_key: Option<ConfigString>,
+    /// Session token for temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<ConfigString>,
+}
+
+/// A storage failure, with what was being done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StorageError(pub String);
+
+/// Storage results.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The runtime every storage call runs on.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()
+            .expect("the I/O runtime starts")
+    })
+}
+
+/// One storage location: an object store and the prefix everything goes under.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    url: String,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({})", self.url)
+    }
+}
+
+/// Whether an error says the object is absent.
+pub fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl Storage {
+    /// Opens `url` (`file://folder`, a plain folder, or `s3://bucket/prefix`). A local folder
+    /// is created; nothing is contacted yet for S3.
+    pub fn open(url: &str, s3: Option<&S3Options>) -> StorageResult<Storage> {
+        let bad = |why: String| StorageError(format!("storage `{url}`: {why}"));
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("the URL names no bucket".into()));
+            }
+            let o = s3.cloned().unwrap_or_default();
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let resolve = |c: &Option<ConfigString>| c.as_ref().map(|c| c.resolve().map_err(&bad)).transpose();
+            if let Some(r) = o.region.clone().or_else(|| std::env::var("AWS_REGION").ok()) {
+                b = b.with_region(r);
+            }
+            let endpoint = resolve(&o.endpoint)?;
+            if let Some(e) = &endpoint {
+                b = b.with_endpoint(e.clone()).with_allow_http(e.starts_with("http://"));
+            }
+            let path_style = o.path_style.unwrap_or(endpoint.is_some());
+            b = b.with_virtual_hosted_style_request(!path_style);
+            if let Some(k) = resolve(&o.access_key_id)? {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = resolve(&o.secret_access_key)? {
+                b = b.with_secret_access_key(k);
+            }
+            if let Some(t) = resolve(&o.session_token)? {
+                b = b.with_token(t);
+            }
+            let retry = object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(20),
+                ..Default::default()
+            };
+            let store = b.with_retry(retry).build().map_err(|e| bad(e.to_string()))?;
+            return Ok(Storage {
+                store: Arc::new(store),
+                prefix: StorePath::from(prefix.trim_end_matches('/')),
+                url: url.to_string(),
+            });
+        }
+        let folder = url.strip_prefix("file://").unwrap_or(url);
+        if folder.is_empty() {
+            return Err(bad("the URL names no folder".into()));
+        }
+        std::fs::create_dir_all(folder).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+        let root = std::fs::canonicalize(folder).map_err(|e| bad(e.to_string()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| bad(e.to_string()))?
+            .with_automatic_cleanup(true);
+        Ok(Storage { store: Arc::new(store), prefix: StorePath::default(), url: url.to_string() })
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The full path of `name` (a `/`-separated relative path).
+    fn path(&self, name: &str) -> StorePath {
+        let mut p = self.prefix.clone();
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    fn error(&self, what: &str, name: &str, e: object_store::Error) -> StorageError {
+        let shown = match &e {
+            object_store::Error::Generic { source, .. } => source.to_string(),
+            e => e.to_string(),
+        };
+        StorageError(format!("cannot {what} `{name}` in `{}`: {shown}", self.url))
+    }
+
+    /// Writes `name` (replacing it).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> StorageResult<()> {
+        runtime().block_on(self.put_async(name, bytes))
+    }
+
+    /// Writes `name` (replacing it), for awaiting on the storage runtime.
+    pub async fn put_async(&self, name: &str, bytes: Vec<u8>) -> StorageResult<()> {
+        self.store.put(&self.path(name), PutPayload::from(bytes)).await.map_err(|e| self.error("write", name, e))?;
+        Ok(())
+    }
+
+    /// Writes `name` only if it does not exist; `Ok(false)` when it did.
+    pub fn put_if_absent(&self, name: &str, bytes: Vec<u8>) -> StorageResult<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match runtime().block_on(self.store.put_opts(&self.path(name), PutPayload::from(bytes), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error("create", name, e)),
+        }
+    }
+
+    /// Reads `name`; `Ok(None)` when it does not exist.
+    pub fn get(&self, name: &str) -> StorageResult<Option<Vec<u8>>> {
+        let path = self.path(name);
+        runtime().block_on(async {
+            match self.store.get(&path).await {
+                Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.error("read", name, e))?.to_vec())),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(self.error("read", name, e)),
+            }
+        })
+    }
+
+    /// Deletes `name` (absent is fine).
+    pub fn delete(&self, name: &str) -> StorageResult<()> {
+        match runtime().block_on(self.store.delete(&self.path(name))) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.error("delete", name, e)),
+        }
+    }
+
+    /// Every object under the folder `dir` (relative names, with sizes), recursively.
+    pub fn list(&self, dir: &str) -> StorageResult<Vec<(String, u64)>> {
+        let base = self.path(dir);
+        let strip = self.prefix.as_ref().len();
+        runtime().block_on(async {
+            let metas: Vec<object_store::ObjectMeta> = self
+                .store
+                .list(Some(&base))
+                .try_collect()
+                .await
+                .map_err(|e| self.error("list", if dir.is_empty() { "." } else { dir }, e))?;
+            Ok(metas
+                .into_iter()
+                .map(|m| {
+                    let full = m.location.as_ref();
+                    let rel = full.get(strip..).unwrap_or(full).trim_start_matches('/');
+                    (rel.to_string(), m.size)
+                })
+                .collect())
+        })
+    }
+}
