@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use twox_hash::XxHash64;
 
+pub mod compat;
 pub mod storage;
 
 pub use storage::{S3Options, Storage, StorageError, StorageResult};
@@ -259,6 +260,40 @@ pub fn latest(storage: &Storage, pipeline: &str, skipped: &mut Vec<String>) -> R
     Ok(None)
 }
 
+/// Opens what `location` names: a checkpoint or savepoint (its folder, such as
+/// `…/chk-0000000012`, or its manifest), or a storage URL or folder (meaning its latest
+/// complete checkpoint; `Ok(None)` when it has none). A relative location is looked up in
+/// `inside` when given.
+pub fn open_location(
+    location: &str,
+    inside: Option<&Storage>,
+    s3: Option<&S3Options>,
+    pipeline: &str,
+) -> Result<Option<Restored>, String> {
+    let trimmed = location.trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix(MANIFEST).map_or(trimmed, |t| t.trim_end_matches('/'));
+    let (parent, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    let is_checkpoint = ["chk-", "sp-"].iter().any(|p| last.strip_prefix(p).is_some_and(|n| n.parse::<u64>().is_ok()));
+    if !is_checkpoint {
+        let storage = match inside {
+            Some(s) if !location.contains("://") && !location.starts_with('/') => s.clone(),
+            _ => Storage::open(location, s3).map_err(|e| e.0)?,
+        };
+        let mut skipped = Vec::new();
+        let found = latest(&storage, pipeline, &mut skipped).map_err(|e| e.to_string())?;
+        for s in skipped {
+            eprintln!("skipping a checkpoint: {s}");
+        }
+        return Ok(found);
+    }
+    let storage = match inside {
+        Some(s) if parent.is_empty() => s.clone(),
+        _ if parent.is_empty() => Storage::open(".", s3).map_err(|e| e.0)?,
+        _ => Storage::open(parent, s3).map_err(|e| e.0)?,
+    };
+    load(&storage, &format!("{last}/{MANIFEST}"), pipeline).map(Some).map_err(|e| e.to_string())
+}
+
 /// Removes checkpoints (not savepoints) beyond the newest `retain` complete ones, and
 /// incomplete checkpoint folders older than `latest`. An object a kept checkpoint or a
 /// savepoint references (a finished subtask's state is carried forward by reference) stays.
@@ -389,6 +424,28 @@ impl Lease {
         if held.is_some_and(|h| h.owner == self.owner) {
             let _ = storage.delete(LEASE);
         }
+    }
+}
+
+/// Fault injection for crash tests: with `SLUICE_CRASH_AT=<point>:<n>` in the environment,
+/// the process aborts (as abruptly as SIGKILL: no cleanup) the `n`th time it reaches `point`:
+/// `upload` (a snapshot blob about to be stored), `manifest` (right after a manifest is
+/// written, before anyone is told) or `commit` (a sink between committing two files).
+pub fn crash_point(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TARGET: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let v = std::env::var("SLUICE_CRASH_AT").ok()?;
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    if let Some((p, n)) = target
+        && p == point
+        && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("SLUICE_CRASH_AT: aborting at {point} #{n}");
+        std::process::abort();
     }
 }
 

@@ -12,6 +12,7 @@ use sluice::diagnostics::{Format, Severity, render};
 use sluice::plan::PlanFormat;
 use sluice::spec::{self, Options, Report};
 
+mod checkpoints;
 mod run;
 
 /// Sluice: stream processing pipelines as YAML or TOML specs.
@@ -46,6 +47,18 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Compare the spec's state with a checkpoint, a savepoint, or a storage URL (its
+        /// latest complete checkpoint); exit 1 when state would be lost.
+        #[arg(long, value_name = "LOCATION")]
+        against: Option<String>,
+        /// With `--against`: exit 0 even when state would be lost.
+        #[arg(long, requires = "against")]
+        allow_state_loss: bool,
+    },
+    /// Inspect checkpoint storage.
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
     },
     /// Run a spec on this machine until its inputs end (or Ctrl-C).
     Run {
@@ -64,6 +77,9 @@ enum Command {
         /// spec's storage, or a full `file://` or `s3://` location) instead of the latest.
         #[arg(long, value_name = "PATH")]
         from: Option<String>,
+        /// Restore even if some operator's state cannot be (it starts empty).
+        #[arg(long)]
+        allow_state_loss: bool,
     },
     /// Run the `tests:` of spec files.
     Test {
@@ -81,6 +97,25 @@ enum Command {
     Schema,
 }
 
+#[derive(Debug, Subcommand)]
+enum CheckpointsCommand {
+    /// List the complete checkpoints and savepoints in a storage (`file://…`, `s3://…` or a folder).
+    List {
+        /// The storage URL, as in a spec's `checkpoints.storage`.
+        storage: String,
+        /// `table` or `json`.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+}
+
+/// How `checkpoints list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -96,9 +131,15 @@ pub fn main() -> ExitCode {
         Command::Validate { paths, format, deny_warnings, env } => {
             validate(&mut out, &paths, format, deny_warnings, env)
         }
-        Command::Plan { spec, format } => plan(&mut out, &spec, format),
-        Command::Run { spec, dry_run, quiet, fresh, from } => {
-            run::run(&mut out, &spec, run::RunFlags { dry_run, quiet, fresh, from })
+        Command::Plan { spec, format, against: None, .. } => plan(&mut out, &spec, format),
+        Command::Plan { spec, format, against: Some(against), allow_state_loss } => {
+            checkpoints::plan_against(&mut out, &spec, format, &against, allow_state_loss)
+        }
+        Command::Checkpoints { command: CheckpointsCommand::List { storage, format } } => {
+            checkpoints::list(&mut out, &storage, format == ListFormat::Json)
+        }
+        Command::Run { spec, dry_run, quiet, fresh, from, allow_state_loss } => {
+            run::run(&mut out, &spec, run::RunFlags { dry_run, quiet, fresh, from, allow_state_loss })
         }
         Command::Test { paths, update, junit } => run::test(&mut out, &paths, update, junit.as_deref()),
         Command::Schema => {

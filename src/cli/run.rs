@@ -89,11 +89,13 @@ pub struct RunFlags {
     pub fresh: bool,
     /// Restore this checkpoint.
     pub from: Option<String>,
+    /// Restore even if some state cannot be.
+    pub allow_state_loss: bool,
 }
 
 /// `sluice run`.
 pub fn run(out: &mut dyn Write, path: &Path, flags: RunFlags) -> anyhow::Result<ExitCode> {
-    let RunFlags { dry_run, quiet, fresh, from } = flags;
+    let RunFlags { dry_run, quiet, fresh, from, allow_state_loss } = flags;
     let report = spec::validate_file(path, &Options::default())
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let Some(validated) = &report.validated else {
@@ -106,6 +108,7 @@ pub fn run(out: &mut dyn Write, path: &Path, flags: RunFlags) -> anyhow::Result<
         on_progress: progress_bar(quiet),
         fresh,
         from,
+        allow_state_loss,
         log: Some(Box::new(|line: &str| eprintln!("{line}"))),
         ..JobOptions::default()
     };

@@ -79,6 +79,8 @@ pub struct JobOptions {
     pub from: Option<String>,
     /// Where log lines go (checkpoints taken, restores, restarts); stderr by default.
     pub log: Option<LogFn>,
+    /// Restore even when some operator's state cannot be (it starts empty instead).
+    pub allow_state_loss: bool,
 }
 
 impl Default for JobOptions {
@@ -92,6 +94,7 @@ impl Default for JobOptions {
             fresh: false,
             from: None,
             log: None,
+            allow_state_loss: false,
         }
     }
 }
@@ -165,30 +168,6 @@ fn job_error(operator: &str, error: OperatorError) -> JobError {
     JobError { operator: operator.to_string(), subtask: 0, error }
 }
 
-/// What identifies an operator's state in a manifest: its type, what it does and the states
-/// it declares, with its key columns and their types.
-fn fingerprint(v: &Validated, op: &plan::Operator) -> serde_json::Value {
-    let mut key = Vec::new();
-    if let Some(t) = v.pipeline.transforms.get(&op.id) {
-        let t = t.get();
-        if let (crate::plan::InputPartitioning::Hash(cols), Some((input, _))) = (t.partitioning(0), t.inputs().first())
-        {
-            let schema = &v.streams[*input].schema.schema;
-            for c in cols {
-                let ty = schema.field_with_name(&c).map(|f| plan::type_name(f.data_type())).unwrap_or_default();
-                key.push(serde_json::json!({ "column": c, "type": ty }));
-            }
-        }
-    }
-    serde_json::json!({
-        "type": op.ty,
-        "role": op.role,
-        "description": op.description,
-        "states": op.state.as_ref().map(|s| s.declared.clone()).unwrap_or_default(),
-        "key": key,
-    })
-}
-
 /// The checkpoint state of one run: storage, lease and what to restore.
 struct Checkpointing {
     storage: Storage,
@@ -196,6 +175,8 @@ struct Checkpointing {
     last_renewal: Instant,
     retain: usize,
     settings: CheckpointSettings,
+    /// Log every checkpoint (`SLUICE_LOG=checkpoints`).
+    verbose: bool,
 }
 
 /// Restart decisions by the spec's `restart:` strategy.
@@ -234,44 +215,20 @@ impl Restarts {
     }
 }
 
-/// Finds what `from` names: a checkpoint folder or manifest, relative to the storage or a
-/// full location.
-fn load_from(from: &str, storage: Option<&Storage>, v: &Validated) -> Result<Restored, String> {
-    let pipeline = &v.pipeline.name;
-    let manifest = |dir: &str| {
-        if dir.ends_with(MANIFEST) {
-            dir.trim_end_matches('/').to_string()
-        } else {
-            format!("{}/{MANIFEST}", dir.trim_end_matches('/'))
-        }
-    };
-    let inside = storage.and_then(|s| {
-        let root = s.url().trim_end_matches('/');
-        let rel = from
-            .strip_prefix(root)
-            .map(|r| r.trim_start_matches('/'))
-            .or_else(|| (!from.contains("://") && !from.starts_with('/')).then_some(from))?;
-        Some((s.clone(), rel.to_string()))
-    });
-    let (store, rel) = match inside {
-        Some(x) => x,
-        None => {
-            // A location outside the spec's storage: open its parent folder.
-            let trimmed = from.trim_end_matches('/').trim_end_matches(MANIFEST).trim_end_matches('/');
-            let (parent, dir) =
-                trimmed.rsplit_once('/').ok_or_else(|| format!("`{from}` is not a checkpoint location"))?;
-            let s3 = v.pipeline.checkpoints.as_ref().and_then(|c| c.s3.as_ref());
-            (Storage::open(parent, s3).map_err(|e| e.0)?, dir.to_string())
-        }
-    };
-    checkpoint::load(&store, &manifest(&rel), pipeline).map_err(|e| e.to_string())
-}
-
 /// Runs a validated spec to completion (or until cancelled) on this machine.
 pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError> {
     let started = Instant::now();
-    let JobOptions { channel_capacity, capture_sinks, test_inputs, cancel, mut on_progress, fresh, from, log } =
-        options;
+    let JobOptions {
+        channel_capacity,
+        capture_sinks,
+        test_inputs,
+        cancel,
+        mut on_progress,
+        fresh,
+        from,
+        log,
+        allow_state_loss,
+    } = options;
     let mut log = log.unwrap_or_else(|| Box::new(|line: &str| eprintln!("{line}")));
     let plan = plan::build_with(v, test_inputs.is_some());
     let p = &v.pipeline;
@@ -293,9 +250,16 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         });
         next_id = ids.max().unwrap_or(0) + 1;
         let mut skipped = Vec::new();
-        let newest = match (&from, fresh) {
+        let mut newest = match (&from, fresh) {
             (Some(from), _) => {
-                Some(load_from(from, Some(&storage), v).map_err(|e| job_error("checkpoints", OperatorError::new(e)))?)
+                {
+                let inside = (!from.contains("://") && !from.starts_with('/')).then_some(&storage);
+                let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name)
+                    .map_err(|e| job_error("checkpoints", OperatorError::new(e)))?;
+                Some(r.ok_or_else(|| {
+                    job_error("checkpoints", OperatorError::new(format!("`{from}` holds no complete checkpoint")))
+                })?)
+            }
             }
             (None, true) => None,
             (None, false) => checkpoint::latest(&storage, &p.name, &mut skipped)
@@ -316,12 +280,34 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         if let Some(r) = &newest {
             generation = generation.max(r.manifest.generation + 1);
         }
+        if let Some(r) = newest.as_mut() {
+            let changes = checkpoint::compat::compare(v, &plan, &r.manifest);
+            let lost: Vec<&checkpoint::compat::StateChange> = changes.iter().filter(|c| c.loses_state()).collect();
+            if !lost.is_empty() && !allow_state_loss {
+                let list: Vec<String> = lost.iter().map(|c| format!("`{}`: {}", c.operator, c.reason)).collect();
+                return Err(job_error(
+                    "checkpoints",
+                    OperatorError::new(format!(
+                        "restoring {} would lose state: {}; see `sluice plan SPEC --against {}`, or run with \
+                         `--allow-state-loss` to start those operators empty (or `--fresh`)",
+                        r.location,
+                        list.join("; "),
+                        r.location
+                    )),
+                ));
+            }
+            for c in lost {
+                log(&format!("state of `{}` not restored: {}", c.operator, c.reason));
+                r.manifest.operators.retain(|o| o.id != c.operator);
+            }
+        }
         restored = newest;
         checkpointing = Some(Checkpointing {
             storage,
             lease,
             last_renewal: Instant::now(),
             retain: c.retain.map_or(1, |r| r as usize),
+            verbose: std::env::var("SLUICE_LOG").is_ok_and(|l| l.split(',').any(|x| x == "checkpoints")),
             settings: CheckpointSettings {
                 interval: c.interval.0,
                 timeout: c.timeout.map_or(Duration::from_secs(600), |d| d.0),
@@ -564,7 +550,7 @@ fn store_checkpoint(
             Some(checkpoint::OperatorEntry {
                 id: o.id.clone(),
                 parallelism: o.parallelism as usize,
-                fingerprint: fingerprint(v, o),
+                fingerprint: checkpoint::compat::fingerprint(v, o),
                 subtasks,
             })
         })
@@ -585,12 +571,19 @@ fn store_checkpoint(
     let name = format!("{}/{MANIFEST}", manifest.dir());
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
     match c.storage.put_if_absent(&name, bytes) {
-        Ok(true) => {}
+        Ok(true) => checkpoint::crash_point("manifest"),
         Ok(false) => return Err(format!("`{name}` already exists in `{}`", c.storage.url())),
         Err(e) => return Err(e.0),
     }
     if ready.savepoint {
         log(&format!("savepoint {} written to {}/{}", ready.id, c.storage.url().trim_end_matches('/'), manifest.dir()));
+    } else if c.verbose {
+        log(&format!(
+            "checkpoint {} complete: {} bytes of state in {} ms",
+            ready.id,
+            manifest.state_bytes(),
+            manifest.duration_ms
+        ));
     }
     if let Err(e) = checkpoint::retain(&c.storage, c.retain, ready.id) {
         log(&format!("cannot remove old checkpoints: {e}"));

@@ -301,6 +301,7 @@ impl<'a> TaskExecutor<'a> {
                         let name = format!("{folder}/{operator}-{}.state", subtask.subtask);
                         let sealed = crate::checkpoint::seal(&bytes);
                         let size = sealed.len() as u64;
+                        crate::checkpoint::crash_point("upload");
                         storage.put_async(&name, sealed).await.map_err(|e| e.0)?;
                         Some(crate::checkpoint::BlobRef { name, size })
                     }

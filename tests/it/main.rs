@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so the dependency set is linked once.
 
+mod checkpoints;
 mod ci_script;
 mod cli;
 mod corpus;

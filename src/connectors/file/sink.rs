@@ -414,6 +414,7 @@ impl Operator for FileWriter {
     fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), OperatorError> {
         let later = self.pending.split_off(&(checkpoint + 1));
         for p in std::mem::replace(&mut self.pending, later).into_values().flatten() {
+            crate::checkpoint::crash_point("commit");
             commit(&p)?;
         }
         Ok(())
