@@ -252,14 +252,12 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let mut skipped = Vec::new();
         let mut newest = match (&from, fresh) {
             (Some(from), _) => {
-                {
                 let inside = (!from.contains("://") && !from.starts_with('/')).then_some(&storage);
                 let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name)
                     .map_err(|e| job_error("checkpoints", OperatorError::new(e)))?;
                 Some(r.ok_or_else(|| {
                     job_error("checkpoints", OperatorError::new(format!("`{from}` holds no complete checkpoint")))
                 })?)
-            }
             }
             (None, true) => None,
             (None, false) => checkpoint::latest(&storage, &p.name, &mut skipped)

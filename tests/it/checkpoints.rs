@@ -90,6 +90,13 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// The folder it serves (buckets are its subfolders).
+    fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -164,10 +171,21 @@ struct Outcome {
     restores: usize,
 }
 
+/// Whether the checkpoint folder `store` (local, or the S3 server's folder of the bucket
+/// prefix) holds a complete checkpoint from after `since`.
+fn has_new_checkpoint(store: &Path, since: std::time::SystemTime) -> bool {
+    std::fs::read_dir(store).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            std::fs::metadata(e.path().join("_manifest.json")).and_then(|m| m.modified()).is_ok_and(|t| t >= since)
+        })
+    })
+}
+
 /// Runs `specs[0]` (then `specs[1]` for every run after the first interruption, to rescale)
-/// until it finishes: killed at random moments by `rng` up to `max_kills` times, and aborted
-/// at `crash` on its first run.
-fn run_with_kills(specs: &[PathBuf], rng: &mut Rng, max_kills: usize, crash: Option<&str>) -> Outcome {
+/// until it finishes: killed by `rng` up to `max_kills` times, at a random moment of the run
+/// or a random moment after its first checkpoint (in the folder `store`), and aborted at
+/// `crash` on its first run.
+fn run_with_kills(specs: &[PathBuf], store: &Path, rng: &mut Rng, max_kills: usize, crash: Option<&str>) -> Outcome {
     let mut outcome = Outcome::default();
     for attempt in 0..max_kills + 2 {
         let spec = &specs[if attempt == 0 { 0 } else { specs.len() - 1 }];
@@ -177,9 +195,19 @@ fn run_with_kills(specs: &[PathBuf], rng: &mut Rng, max_kills: usize, crash: Opt
         if let (0, Some(point)) = (attempt, crash) {
             cmd.env("SLUICE_CRASH_AT", point);
         }
+        let started = std::time::SystemTime::now();
         let mut child = cmd.spawn().unwrap();
         if attempt < max_kills && crash.is_none_or(|_| attempt > 0) {
-            let deadline = Instant::now() + Duration::from_millis(200 + rng.below(2600));
+            if rng.below(2) == 0 {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline
+                    && child.try_wait().unwrap().is_none()
+                    && !has_new_checkpoint(store, started)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            let deadline = Instant::now() + Duration::from_millis(rng.below(1500));
             while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -187,6 +215,7 @@ fn run_with_kills(specs: &[PathBuf], rng: &mut Rng, max_kills: usize, crash: Opt
                 child.kill().unwrap();
                 child.wait().unwrap();
                 outcome.kills += 1;
+                outcome.restores += std::fs::read_to_string(&log).unwrap().matches("restoring checkpoint").count();
                 continue;
             }
         }
@@ -219,7 +248,7 @@ fn a_killed_job_resumes_and_commits_exactly_what_an_uninterrupted_run_does() {
     let store = format!("file://{}", reference_dir.join("store").display());
     let reference_spec = reference_dir.join("spec.yaml");
     std::fs::write(&reference_spec, spec(&reference_dir, &input, &store, None, "memory", 2)).unwrap();
-    let done = run_with_kills(&[reference_spec], &mut Rng(1), 0, None);
+    let done = run_with_kills(&[reference_spec], &reference_dir.join("store"), &mut Rng(1), 0, None);
     assert_eq!(done.kills, 0);
     let expected = committed(&reference_dir);
     for (sink, rows) in &expected {
@@ -246,9 +275,9 @@ fn a_killed_job_resumes_and_commits_exactly_what_an_uninterrupted_run_does() {
         };
         let dir = base.path().join(format!("seed{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (store, port) = match storage {
-            Store::File => (format!("file://{}", dir.join("store").display()), None),
-            Store::S3 => (format!("s3://ckpt/seed{seed}"), Some(s3.port)),
+        let (store, port, folder) = match storage {
+            Store::File => (format!("file://{}", dir.join("store").display()), None, dir.join("store")),
+            Store::S3 => (format!("s3://ckpt/seed{seed}"), Some(s3.port), s3.dir().join(format!("ckpt/seed{seed}"))),
         };
         let mut specs = vec![dir.join("spec.yaml")];
         std::fs::write(&specs[0], spec(&dir, &input, &store, port, backend, 2)).unwrap();
@@ -256,7 +285,7 @@ fn a_killed_job_resumes_and_commits_exactly_what_an_uninterrupted_run_does() {
             specs.push(dir.join(format!("spec-p{p}.yaml")));
             std::fs::write(&specs[1], spec(&dir, &input, &store, port, backend, p)).unwrap();
         }
-        let outcome = run_with_kills(&specs, &mut rng, 4, crash);
+        let outcome = run_with_kills(&specs, &folder, &mut rng, 4, crash);
         kills += outcome.kills;
         restores += outcome.restores;
         let got = committed(&dir);
@@ -401,7 +430,7 @@ fn a_corrupt_checkpoint_is_skipped_for_the_previous_complete_one() {
     let folder = |p: &Path| p.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
     assert!(err.contains(&format!("skipping a checkpoint: checkpoint manifest `file://{}", store.display())), "{err}");
     assert!(err.contains(&folder(&newest)) && err.contains("unreadable"), "{err}");
-    assert!(err.contains(&format!("restoring checkpoint")) && err.contains(&folder(&previous)), "{err}");
+    assert!(err.contains("restoring checkpoint") && err.contains(&folder(&previous)), "{err}");
 }
 
 #[test]
@@ -426,7 +455,10 @@ fn a_savepoint_on_sigterm_restores_at_another_parallelism_and_plan_against_repor
         let child = spawn_run(&first, &[]);
         // Stop it once it has a checkpoint, with SIGTERM: a savepoint, then exit 0.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_dir(dir.join("store")).map(|d| d.flatten().any(|e| e.path().join("_manifest.json").exists())).unwrap_or(false) {
+        while !std::fs::read_dir(dir.join("store"))
+            .map(|d| d.flatten().any(|e| e.path().join("_manifest.json").exists()))
+            .unwrap_or(false)
+        {
             assert!(Instant::now() < deadline, "no checkpoint");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -459,12 +491,17 @@ fn a_savepoint_on_sigterm_restores_at_another_parallelism_and_plan_against_repor
     // A changed window or key is incompatible: plan exits 1 and run refuses.
     let dir = base.path().join("p1");
     let changed = dir.join("changed.yaml");
-    let text = spec(&dir, &input, &store(&dir), None, "memory", 2).replace("size: 10s", "size: 30s").replace("key: [k], window: { type: hopping", "key: [v], window: { type: hopping");
+    let text = spec(&dir, &input, &store(&dir), None, "memory", 2)
+        .replace("size: 10s", "size: 30s")
+        .replace("key: [k], window: { type: hopping", "key: [v], window: { type: hopping");
     std::fs::write(&changed, text).unwrap();
     let plan = crate::sluice(&["plan", changed.to_str().unwrap(), "--against", &store(&dir)]);
     assert_eq!(plan.status.code(), Some(1));
     let shown = String::from_utf8_lossy(&plan.stdout);
-    assert!(shown.contains("tumbling") && shown.contains("INCOMPATIBLE") && shown.contains("window or aggregates changed"), "{shown}");
+    assert!(
+        shown.contains("tumbling") && shown.contains("INCOMPATIBLE") && shown.contains("window or aggregates changed"),
+        "{shown}"
+    );
     assert!(shown.contains("hopping") && shown.contains("its key changed"), "{shown}");
     assert!(shown.contains("sessions") && shown.contains("kept"), "{shown}");
     let allowed = crate::sluice(&["plan", changed.to_str().unwrap(), "--against", &store(&dir), "--allow-state-loss"]);

@@ -128,7 +128,8 @@ fn csv_in_windows_out_as_parquet_buckets() {
     let text = std::fs::read_to_string(root().join("pipelines/orders.yaml"))
         .unwrap()
         .replace("path: pipelines/data/orders*.csv", &format!("path: {}/pipelines/data/orders*.csv", root().display()))
-        .replace("path: ./.sluice/archive/", &format!("path: {}/archive/", dir.path().display()));
+        .replace("path: ./.sluice/archive/", &format!("path: {}/archive/", dir.path().display()))
+        .replace("file://./.sluice/checkpoints/orders", &format!("file://{}/checkpoints", dir.path().display()));
     let spec = write(dir.path(), "orders.yaml", &text);
     let out = sluice(&["run", "--quiet", &spec]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

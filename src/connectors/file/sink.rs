@@ -136,6 +136,14 @@ pub fn commit(p: &Pending) -> Result<(), OperatorError> {
     match std::fs::rename(&p.tmp, &p.path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.path.exists() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OperatorError::new(format!(
+                "cannot commit `{}`: neither it nor its in-progress file `{}` exists; was the output folder \
+                 removed after the checkpoint? (`sluice run --fresh` starts over)",
+                p.path.display(),
+                p.tmp.display()
+            )));
+        }
         Err(e) => return Err(OperatorError::io(format_args!("cannot commit `{}`", p.path.display()), e)),
     }
     if let Some(dir) = p.path.parent() {
