@@ -108,7 +108,12 @@ pub fn compare(v: &Validated, plan: &PhysicalPlan, manifest: &Manifest) -> Vec<S
             Some(r) => change(Verdict::Incompatible, r),
             None if entry.parallelism != op.parallelism as usize => change(
                 Verdict::Kept,
-                format!("parallelism {} → {}: key groups are reassigned", entry.parallelism, op.parallelism),
+                format!(
+                    "parallelism {} → {}{}",
+                    entry.parallelism,
+                    op.parallelism,
+                    if keyed { ": key groups are reassigned" } else { "" }
+                ),
             ),
             None => change(Verdict::Kept, "unchanged".into()),
         });
