@@ -449,6 +449,26 @@ pub fn crash_point(point: &str) {
     }
 }
 
+/// Fault injection for restart tests: with `SLUICE_FAIL_AT=<point>:<n>` in the environment,
+/// the `n`th time the process reaches `point` (the points of [`crash_point`]) fails with a
+/// retryable error, as an outside system's hiccup would.
+pub fn fail_point(point: &str) -> Result<(), crate::runtime::OperatorError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TARGET: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let v = std::env::var("SLUICE_FAIL_AT").ok()?;
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    match target {
+        Some((p, n)) if p == point && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n => {
+            Err(crate::runtime::OperatorError::external(format!("injected failure at {point} #{n}"), true))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

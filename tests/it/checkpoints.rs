@@ -533,3 +533,57 @@ fn checkpoints_fail_while_s3_is_down_and_the_job_keeps_running_and_recovers() {
     assert!(err.contains("checkpoint") && err.contains("failed"), "{err}");
     assert_eq!(committed_ids(dir.path()), (0..5000).collect::<Vec<_>>(), "every row once");
 }
+
+#[test]
+fn a_retryable_failure_restarts_the_job_in_process_from_its_latest_checkpoint() {
+    for (restart, restarts) in
+        [("{ strategy: fixed_delay, attempts: 3, delay: 100ms }", true), ("{ strategy: none }", false)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("file://{}", dir.path().join("store").display());
+        let spec = dir.path().join("a.yaml");
+        let text = datagen_spec("a", dir.path(), &store, None, 3000, 3000)
+            .replace("parallelism: 2\n", &format!("parallelism: 2\nrestart: {restart}\n"));
+        std::fs::write(&spec, text).unwrap();
+        // The third file commit fails as a storage hiccup would.
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--quiet"])
+            .arg(&spec)
+            .env("SLUICE_FAIL_AT", "commit:3")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if restarts {
+            assert!(out.status.success(), "{err}");
+            assert!(err.contains("injected failure at commit #3") && err.contains("restarting in 100ms"), "{err}");
+            assert!(err.contains("restoring checkpoint"), "{err}");
+            assert_eq!(committed_ids(dir.path()), (0..3000).collect::<Vec<_>>(), "every row once");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("injected failure at commit #3") && !err.contains("restarting"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_record_under_on_error_fail_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), "{\"x\": 1}\n{\"x\": \"not a number\"}\n").unwrap();
+    let spec = dir.path().join("a.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: bad\nrestart: {{ strategy: fixed_delay, attempts: 5, delay: 10ms }}\n\
+             checkpoints: {{ interval: 100ms, storage: \"file://{store}\" }}\n\
+             sources:\n  s: {{ connector: file, path: {input}, format: jsonl, schema: {{ x: bigint }} }}\n\
+             sinks:\n  o: {{ connector: file, input: s, path: {out}, format: jsonl }}\n",
+            store = dir.path().join("store").display(),
+            input = dir.path().join("in.jsonl").display(),
+            out = dir.path().join("out").display(),
+        ),
+    )
+    .unwrap();
+    let (ok, err) = finish(spawn_run(&spec, &[]));
+    assert!(!ok);
+    assert!(err.contains("in.jsonl:2") && !err.contains("restarting"), "{err}");
+}

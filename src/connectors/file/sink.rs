@@ -423,6 +423,7 @@ impl Operator for FileWriter {
         let later = self.pending.split_off(&(checkpoint + 1));
         for p in std::mem::replace(&mut self.pending, later).into_values().flatten() {
             crate::checkpoint::crash_point("commit");
+            crate::checkpoint::fail_point("commit")?;
             commit(&p)?;
         }
         Ok(())
