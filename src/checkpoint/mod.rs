@@ -199,7 +199,8 @@ pub enum LoadError {
     /// The checkpoint is corrupt or partial; an older one may do.
     #[error("{0}")]
     Corrupt(String),
-    /// The checkpoint is not this pipeline's; nothing in this storage may be used.
+    /// The checkpoint is another pipeline's, or of a format this build cannot read; nothing in
+    /// this storage may be used.
     #[error("{0}")]
     Foreign(String),
 }
@@ -219,7 +220,7 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str) -> Result<Re
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| LoadError::Corrupt(format!("checkpoint manifest `{location}` is unreadable: {e}")))?;
     if manifest.format != MANIFEST_FORMAT {
-        return Err(LoadError::Corrupt(format!(
+        return Err(LoadError::Foreign(format!(
             "checkpoint manifest `{location}` has format {}; this build reads {MANIFEST_FORMAT}",
             manifest.format
         )));
@@ -274,11 +275,18 @@ pub fn open_location(
     let trimmed = trimmed.strip_suffix(MANIFEST).map_or(trimmed, |t| t.trim_end_matches('/'));
     let (parent, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
     let is_checkpoint = ["chk-", "sp-"].iter().any(|p| last.strip_prefix(p).is_some_and(|n| n.parse::<u64>().is_ok()));
+    let relative = !location.contains("://") && !location.starts_with('/');
+    if let (true, Some(storage)) = (relative, inside) {
+        if !is_checkpoint {
+            return Err(format!(
+                "`{location}` is not a checkpoint or savepoint folder (`chk-N` or `sp-N`) of `{}`",
+                storage.url()
+            ));
+        }
+        return load(storage, &format!("{trimmed}/{MANIFEST}"), pipeline).map(Some).map_err(|e| e.to_string());
+    }
     if !is_checkpoint {
-        let storage = match inside {
-            Some(s) if !location.contains("://") && !location.starts_with('/') => s.clone(),
-            _ => Storage::open(location, s3).map_err(|e| e.0)?,
-        };
+        let storage = Storage::open_existing(location, s3).map_err(|e| e.0)?;
         let mut skipped = Vec::new();
         let found = latest(&storage, pipeline, &mut skipped).map_err(|e| e.to_string())?;
         for s in skipped {
@@ -286,11 +294,7 @@ pub fn open_location(
         }
         return Ok(found);
     }
-    let storage = match inside {
-        Some(s) if parent.is_empty() => s.clone(),
-        _ if parent.is_empty() => Storage::open(".", s3).map_err(|e| e.0)?,
-        _ => Storage::open(parent, s3).map_err(|e| e.0)?,
-    };
+    let storage = Storage::open_existing(if parent.is_empty() { "." } else { parent }, s3).map_err(|e| e.0)?;
     load(&storage, &format!("{last}/{MANIFEST}"), pipeline).map(Some).map_err(|e| e.to_string())
 }
 
@@ -319,7 +323,9 @@ pub fn retain(storage: &Storage, retain: usize, latest: u64) -> StorageResult<()
     let kept_manifests = keep.iter().map(|id| format!("{}/{MANIFEST}", Manifest::folder(*id, false)));
     for name in kept_manifests.chain(savepoints) {
         let Some(bytes) = storage.get(&name)? else { continue };
-        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else { continue };
+        // Without every kept manifest's references nothing can be deleted safely.
+        let m = serde_json::from_slice::<Manifest>(&bytes)
+            .map_err(|e| StorageError(format!("`{name}` is unreadable ({e}); old checkpoints are kept")))?;
         referenced.extend(
             m.operators.iter().flat_map(|o| &o.subtasks).filter_map(|s| s.blob.as_ref()).map(|b| b.name.clone()),
         );
@@ -495,29 +501,67 @@ mod tests {
         Lease::acquire(&s, "p").unwrap();
     }
 
+    fn manifest(id: u64, savepoint: bool, blobs: &[&str]) -> Vec<u8> {
+        let subtasks = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| StateHandle {
+                operator: "w".into(),
+                subtask: i,
+                meta: serde_json::Value::Null,
+                blob: Some(BlobRef { name: b.to_string(), size: 1 }),
+            })
+            .collect();
+        let m = Manifest {
+            format: MANIFEST_FORMAT,
+            pipeline: "p".into(),
+            id,
+            savepoint,
+            generation: 1,
+            time: String::new(),
+            duration_ms: 0,
+            max_parallelism: 128,
+            key_hash_version: 1,
+            operators: vec![OperatorEntry {
+                id: "w".into(),
+                parallelism: 1,
+                fingerprint: Default::default(),
+                subtasks,
+            }],
+            splits: BTreeMap::new(),
+        };
+        serde_json::to_vec(&m).unwrap()
+    }
+
     #[test]
-    fn retention_keeps_the_newest_complete_checkpoints() {
+    fn retention_keeps_the_newest_complete_checkpoints_and_what_they_reference() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path().to_str().unwrap(), None).unwrap();
         for id in 1..=4u64 {
             s.put(&format!("{}/a-0.state", Manifest::folder(id, false)), vec![1]).unwrap();
-            if id != 3 {
-                s.put(&format!("{}/{MANIFEST}", Manifest::folder(id, false)), vec![1]).unwrap();
-            }
         }
-        s.put(&format!("{}/{MANIFEST}", Manifest::folder(1, true)), vec![1]).unwrap();
+        s.put(&format!("chk-0000000001/{MANIFEST}"), manifest(1, false, &["chk-0000000001/a-0.state"])).unwrap();
+        // Checkpoint 4 carries checkpoint 1's state of a finished subtask forward.
+        let carried = ["chk-0000000004/a-0.state", "chk-0000000001/a-0.state"];
+        s.put(&format!("chk-0000000002/{MANIFEST}"), manifest(2, false, &["chk-0000000002/a-0.state"])).unwrap();
+        s.put(&format!("chk-0000000004/{MANIFEST}"), manifest(4, false, &carried)).unwrap();
+        s.put(&format!("sp-0000000001/{MANIFEST}"), manifest(1, true, &[])).unwrap();
         retain(&s, 2, 4).unwrap();
         let mut left: Vec<String> = s.list("").unwrap().into_iter().map(|(n, _)| n).collect();
         left.sort();
         assert_eq!(
             left,
             [
+                "chk-0000000001/a-0.state",
                 "chk-0000000002/_manifest.json",
                 "chk-0000000002/a-0.state",
                 "chk-0000000004/_manifest.json",
                 "chk-0000000004/a-0.state",
                 "sp-0000000001/_manifest.json"
-            ]
+            ],
+            "checkpoint 3 was incomplete; checkpoint 1's manifest goes, its state referenced by 4 stays"
         );
+        s.put(&format!("chk-0000000004/{MANIFEST}"), b"{not json".to_vec()).unwrap();
+        assert!(retain(&s, 1, 4).unwrap_err().0.contains("unreadable"), "nothing deleted blindly");
     }
 }

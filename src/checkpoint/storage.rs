@@ -133,6 +133,17 @@ impl Storage {
         Ok(Storage { store: Arc::new(store), prefix: StorePath::default(), url: url.to_string() })
     }
 
+    /// Opens `url` to read what is there: a local folder must exist (nothing is created).
+    pub fn open_existing(url: &str, s3: Option<&S3Options>) -> StorageResult<Storage> {
+        if !url.starts_with("s3://") {
+            let folder = url.strip_prefix("file://").unwrap_or(url);
+            if !std::path::Path::new(folder).is_dir() {
+                return Err(StorageError(format!("storage `{url}`: no such folder")));
+            }
+        }
+        Storage::open(url, s3)
+    }
+
     /// The URL as given.
     pub fn url(&self) -> &str {
         &self.url

@@ -33,7 +33,7 @@ fn positions(m: &Manifest, source: &str) -> String {
 
 /// `sluice checkpoints list STORAGE`.
 pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let storage = Storage::open(url, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let storage = Storage::open_existing(url, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut rows = Vec::new();
     for (_, name) in checkpoint::manifests(&storage).map_err(|e| anyhow::anyhow!("{e}"))? {
         let bytes = storage.get(&name).map_err(|e| anyhow::anyhow!("{e}"))?.unwrap_or_default();

@@ -248,7 +248,13 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
             let dir = n.split('/').next()?;
             dir.strip_prefix("chk-").or_else(|| dir.strip_prefix("sp-"))?.parse::<u64>().ok()
         });
-        next_id = ids.max().unwrap_or(0) + 1;
+        let too_many = || {
+            job_error(
+                "checkpoints",
+                OperatorError::new(format!("storage `{}` holds a checkpoint id too large to go on from", c.storage)),
+            )
+        };
+        next_id = ids.max().unwrap_or(0).checked_add(1).ok_or_else(too_many)?;
         let mut skipped = Vec::new();
         let mut newest = match (&from, fresh) {
             (Some(from), _) => {
@@ -273,10 +279,10 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
                 .flatten()
                 .and_then(|b| serde_json::from_slice::<checkpoint::Manifest>(&b).ok())
                 .map_or(0, |m| m.generation);
-            generation = newest_generation + 1;
+            generation = newest_generation.saturating_add(1);
         }
         if let Some(r) = &newest {
-            generation = generation.max(r.manifest.generation + 1);
+            generation = generation.max(r.manifest.generation.saturating_add(1));
         }
         if let Some(r) = newest.as_mut() {
             let changes = checkpoint::compat::compare(v, &plan, &r.manifest);
@@ -371,6 +377,11 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
     let mut restarts =
         Restarts { strategy: p.restart.clone(), failures: VecDeque::new(), attempts: 0, last_start: Instant::now() };
     let mut stop_asked = false;
+    // Until this run completes a checkpoint of its own, a restart restores what the first
+    // attempt did (the one `--from` named, none with `--fresh`, with state `--allow-state-loss`
+    // dropped), not whatever is latest in the storage.
+    let first_restore = restored.clone();
+    let mut completed_any = false;
     loop {
         if let Some(r) = &restored {
             let positions: Vec<String> = r
@@ -392,17 +403,6 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                     format!("; source positions: {}", positions.join("; "))
                 }
             ));
-            if r.manifest.max_parallelism != p.key_groups() {
-                return Err(job_error(
-                    "checkpoints",
-                    OperatorError::new(format!(
-                        "the checkpoint has {} key groups (max_parallelism) and the spec {}; state cannot be \
-                         redistributed across a different number of key groups",
-                        r.manifest.max_parallelism,
-                        p.key_groups()
-                    )),
-                ));
-            }
         }
         // Sinks finish what the restored checkpoint committed, and drop what it does not know.
         if checkpointing.is_some() {
@@ -473,11 +473,12 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                 continue;
             }
             to_executor.extend(master.tick(Instant::now()));
-            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL) {
-                c.last_renewal = Instant::now();
-                if let Err(e) = c.lease.renew(&c.storage) {
-                    log(&format!("cannot renew the lease of the checkpoint storage: {e}"));
-                }
+            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL)
+                && let Err(e) = renew_lease(c, log)
+            {
+                // Another run holds the storage now: stop before writing anything more.
+                log(&e.to_string());
+                to_executor.extend(master.fail_now(e.error));
             }
             for report in executor.poll(POLL) {
                 to_executor.extend(master.on_message(transport(report)));
@@ -488,6 +489,7 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             }
         }
         let captured = executor.shutdown();
+        completed_any |= master.completed_checkpoint().is_some();
         next_id = next_id.max(master.completed_checkpoint().map_or(0, |c| c + 1)).max(master.next_checkpoint_id());
         if let Some(f) = master.failure() {
             let mut error = f.error.clone();
@@ -497,16 +499,27 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             let delay = if retryable && !stop_asked { restarts.next() } else { None };
             let Some(delay) = delay else { return Err(failure) };
             log(&format!("{failure}; restarting in {delay:?} (restart {})", restarts.attempts));
-            std::thread::sleep(delay);
-            generation += 1;
-            if let Some(c) = &checkpointing {
-                let mut skipped = Vec::new();
-                restored = checkpoint::latest(&c.storage, &p.name, &mut skipped)
-                    .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?;
-                for s in skipped {
-                    log(&format!("skipping a checkpoint: {s}"));
+            // The lease is kept through the wait.
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                std::thread::sleep((until - Instant::now()).min(LEASE_RENEWAL));
+                if let Some(c) = checkpointing.as_deref_mut() {
+                    renew_lease(c, log)?;
                 }
             }
+            generation += 1;
+            restored = match &checkpointing {
+                Some(c) if completed_any => {
+                    let mut skipped = Vec::new();
+                    let latest = checkpoint::latest(&c.storage, &p.name, &mut skipped)
+                        .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?;
+                    for s in skipped {
+                        log(&format!("skipping a checkpoint: {s}"));
+                    }
+                    latest
+                }
+                _ => first_restore.clone(),
+            };
             continue;
         }
         return Ok(JobResult {
@@ -517,6 +530,20 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             last_checkpoint: master.completed_checkpoint(),
             restarts: restarts.attempts,
         });
+    }
+}
+
+/// Renews the storage lease: a storage that cannot be reached is logged (checkpoints fail
+/// meanwhile), a lease another run took over is an error.
+fn renew_lease(c: &mut Checkpointing, log: &mut LogFn) -> Result<(), JobError> {
+    c.last_renewal = Instant::now();
+    match c.lease.renew(&c.storage) {
+        Ok(()) => Ok(()),
+        Err(e) if e.0.contains("took over") => Err(job_error("checkpoints", OperatorError::new(e.0))),
+        Err(e) => {
+            log(&format!("cannot renew the lease of the checkpoint storage: {e}"));
+            Ok(())
+        }
     }
 }
 

@@ -293,12 +293,14 @@ impl<'a> TaskExecutor<'a> {
         let tx = self.events_tx.clone();
         let folder = self.folders.get(&checkpoint).cloned().unwrap_or_else(|| format!("chk-{checkpoint:010}"));
         let storage = self.options.storage.clone();
+        let generation = self.generation.unwrap_or(1);
         let job = async move {
             let mut handles = Vec::with_capacity(states.len());
             for (operator, snap) in states {
                 let blob = match (snap.blob, &storage) {
                     (Some(bytes), Some(storage)) => {
-                        let name = format!("{folder}/{operator}-{}.state", subtask.subtask);
+                        // The attempt is in the name: a run fenced off by a newer one cannot overwrite its state.
+                        let name = format!("{folder}/{operator}-{}-g{generation}.state", subtask.subtask);
                         let sealed = crate::checkpoint::seal(&bytes);
                         let size = sealed.len() as u64;
                         crate::checkpoint::crash_point("upload");

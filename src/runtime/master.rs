@@ -106,6 +106,8 @@ struct Coordinator {
     want_soon: bool,
     /// A stop with savepoint was asked for.
     stop: bool,
+    /// Some source has read all its input (and waits for a checkpoint to end).
+    input_ended: bool,
     /// The newest complete checkpoint.
     completed: Option<u64>,
     /// Each subtask's state in the newest complete checkpoint it took part in: a subtask that
@@ -151,6 +153,7 @@ impl JobMaster {
                 failures: 0,
                 want_soon: false,
                 stop: false,
+                input_ended: false,
                 completed: None,
                 last_states: BTreeMap::new(),
             },
@@ -278,11 +281,15 @@ impl JobMaster {
 
     fn checkpoint_failed(&mut self, id: u64, why: String) -> Vec<ToExecutor> {
         let c = &mut self.coordinator;
-        let Some(p) = c.pending.take().filter(|p| p.id == id) else { return Vec::new() };
+        // A late decline of an earlier checkpoint leaves the one in flight alone.
+        if c.pending.as_ref().is_none_or(|p| p.id != id) {
+            return Vec::new();
+        }
+        let p = c.pending.take().expect("checked");
         c.last_end = Some(Instant::now());
         c.failures += 1;
-        // Sources that had read everything still need a checkpoint to end: retry soon.
-        c.want_soon |= p.stop;
+        // Sources that have read everything (or stop) need a checkpoint to end: retry soon.
+        c.want_soon |= p.stop || c.input_ended;
         let failures = c.failures;
         let what = if p.savepoint { "savepoint" } else { "checkpoint" };
         self.log.push(format!("{what} {id} failed: {why}"));
@@ -353,7 +360,7 @@ impl JobMaster {
         vec![ToExecutor::Cancel { generation: self.generation, drain }]
     }
 
-    /// Triggers a checkpoint now, whatever the settings (for tests); `None` while one is in
+    /// Triggers a checkpoint now, whatever the settings (for tests); nothing while one is in
     /// flight.
     pub fn trigger_checkpoint(&mut self) -> Vec<ToExecutor> {
         if self.state != JobState::Running || self.coordinator.pending.is_some() {
@@ -393,6 +400,10 @@ impl JobMaster {
             }
             ToMaster::CheckpointAcknowledged { checkpoint, subtask, states, .. } => {
                 *self.acknowledged.entry(checkpoint).or_default() += 1;
+                // Counts of a few recent checkpoints are enough (tests read them).
+                while self.acknowledged.len() > 16 {
+                    self.acknowledged.pop_first();
+                }
                 if let Some(p) = self.coordinator.pending.as_mut().filter(|p| p.id == checkpoint) {
                     p.acks.insert(subtask, states);
                 }
@@ -403,6 +414,7 @@ impl JobMaster {
             }
             ToMaster::InputEnded { .. } => {
                 self.coordinator.want_soon = true;
+                self.coordinator.input_ended = true;
                 out.extend(self.tick(Instant::now()));
             }
             ToMaster::Metrics { operators, .. } => self.counters.extend(operators),
@@ -411,6 +423,12 @@ impl JobMaster {
             self.state = if self.failure.is_some() { JobState::Failed } else { JobState::Finished };
         }
         out
+    }
+
+    /// Fails the job with `error` (such as a lost storage lease): every subtask is stopped.
+    pub fn fail_now(&mut self, error: OperatorError) -> Vec<ToExecutor> {
+        let subtask = self.subtasks.keys().next().copied().unwrap_or(SubtaskId { task: 0, subtask: 0 });
+        self.fail(subtask, error)
     }
 
     fn fail(&mut self, subtask: SubtaskId, error: OperatorError) -> Vec<ToExecutor> {

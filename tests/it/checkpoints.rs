@@ -587,3 +587,31 @@ fn a_bad_record_under_on_error_fail_is_not_retried() {
     assert!(!ok);
     assert!(err.contains("in.jsonl:2") && !err.contains("restarting"), "{err}");
 }
+
+#[test]
+fn generated_rows_restored_at_another_parallelism_are_neither_lost_nor_repeated() {
+    for p in [3, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("file://{}", dir.path().join("store").display());
+        let spec = dir.path().join("a.yaml");
+        std::fs::write(&spec, datagen_spec("a", dir.path(), &store, None, 4000, 6000)).unwrap();
+        let child = spawn_run(&spec, &[]);
+        std::thread::sleep(Duration::from_millis(700));
+        // SAFETY: signals a child process this test owns.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let (ok, err) = finish(child);
+        assert!(ok && err.contains("savepoint"), "{err}");
+        let before = committed_ids(dir.path()).len();
+        assert!(before > 0 && before < 6000, "stopped midway: {before} rows");
+        let rescaled = dir.path().join("b.yaml");
+        std::fs::write(
+            &rescaled,
+            datagen_spec("a", dir.path(), &store, None, 4000, 6000)
+                .replace("parallelism: 2", &format!("parallelism: {p}")),
+        )
+        .unwrap();
+        let (ok, err) = finish(spawn_run(&rescaled, &[]));
+        assert!(ok, "{err}");
+        assert_eq!(committed_ids(dir.path()), (0..6000).collect::<Vec<_>>(), "p=2 → p={p}");
+    }
+}

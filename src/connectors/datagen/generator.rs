@@ -100,6 +100,9 @@ pub struct DatagenReader {
     next: u64,
     stride: u64,
     count: Option<u64>,
+    /// After a restore at another parallelism: per old subtask (by residue), the first row it
+    /// had not generated; rows below are skipped.
+    done: Option<Vec<u64>>,
     rate: Option<f64>,
     batch_size: usize,
     started: Instant,
@@ -175,27 +178,43 @@ impl DatagenReader {
         }
         .min(rows_within_budget(width));
         // A restored job goes on from the next row of each subtask; at another parallelism,
-        // from the first row some old subtask had not generated (later rows may repeat).
+        // from the first row some old subtask had not generated, skipping rows the old subtask
+        // of their residue had (old subtask i generated rows i, i + q, … below its `next`).
         let positions: Vec<(u64, u64)> = ctx
             .restored_state()
             .iter()
             .filter_map(|(m, _)| Some((m.get("next")?.as_u64()?, m.get("stride")?.as_u64()?)))
             .collect();
+        let mut done = None;
         let next = match positions.get(ctx.subtask) {
+            _ if positions.is_empty() => ctx.subtask as u64,
             Some(&(next, stride)) if stride == p && positions.len() == ctx.parallelism => next,
-            _ => match positions.iter().map(|(n, _)| *n).min() {
-                Some(first_missing) => {
-                    let base = first_missing - first_missing % p + ctx.subtask as u64;
-                    if base < first_missing { base + p } else { base }
+            _ => {
+                let q = positions[0].1.max(1);
+                let mut nexts = vec![None; q as usize];
+                for &(n, stride) in &positions {
+                    if stride == q {
+                        nexts[(n % q) as usize] = Some(n);
+                    }
                 }
-                None => ctx.subtask as u64,
-            },
+                let Some(nexts) = nexts.into_iter().collect::<Option<Vec<u64>>>() else {
+                    return Err(OperatorError::new(format!(
+                        "source `{}`: the checkpoint lacks the position of some of its {q} old subtasks",
+                        ctx.operator
+                    )));
+                };
+                let first_missing = nexts.iter().copied().min().unwrap_or(0);
+                let base = first_missing - first_missing % p + ctx.subtask as u64;
+                done = Some(nexts);
+                if base < first_missing { base.saturating_add(p) } else { base }
+            }
         };
         Ok(DatagenReader {
             mode,
             schema,
             seed: cfg.seed.unwrap_or(0),
             next,
+            done,
             stride: p,
             count: cfg.count,
             rate,
@@ -357,8 +376,15 @@ impl SourceReader for DatagenReader {
                 }
             }
         }
-        let rows: Vec<u64> = (0..n as u64).map(|i| self.next + i * self.stride).collect();
+        let mut rows: Vec<u64> = (0..n as u64).map(|i| self.next + i * self.stride).collect();
         self.next += n as u64 * self.stride;
+        if let Some(done) = &self.done {
+            let q = done.len() as u64;
+            rows.retain(|r| *r >= done[(r % q) as usize]);
+            if done.iter().all(|d| self.next >= *d) {
+                self.done = None;
+            }
+        }
         self.emitted += n as u64;
         let batch = match &self.mode {
             Mode::Rows(gens) => self.rows_batch(gens, &rows)?,

@@ -95,6 +95,22 @@ impl RowGroups {
         before + (n - kept)
     }
 
+    /// How many of the rows read come before the file's row `file_row` (the inverse of
+    /// [`RowGroups::file_row`]): where a restored file resumes under this plan.
+    pub fn read_before(&self, file_row: u64) -> u64 {
+        let (mut before, mut kept) = (0, 0);
+        for g in &self.groups {
+            if before >= file_row {
+                break;
+            }
+            if g.kept {
+                kept += g.rows.min(file_row - before);
+            }
+            before += g.rows;
+        }
+        kept
+    }
+
     /// The latest event time of the skipped groups that reading has passed once `n` rows are
     /// read (a skipped group is passed when every group before it has been read whole).
     pub fn passed_event_time(&self, n: u64) -> Option<i64> {

@@ -116,7 +116,8 @@ impl OpenFile {
             File::open(&self.tmp).and_then(|f| f.sync_all()).map_err(|e| failed(&e))?;
             return Ok(pending);
         }
-        commit(&pending)?;
+        std::fs::rename(&pending.tmp, &pending.path)
+            .map_err(|e| OperatorError::io(format_args!("cannot finish `{}`", pending.path.display()), e))?;
         Ok(pending)
     }
 }

@@ -109,7 +109,8 @@ pub struct SplitPosition {
     /// Lines consumed, for locations in messages.
     #[serde(default)]
     pub line: u64,
-    /// Rows read (Parquet, counting the row groups read).
+    /// The file's row number of the next row to read (Parquet; resumed under whatever row
+    /// groups the restored job's filters skip).
     #[serde(default)]
     pub row: u64,
     /// Whether the file was read to its end.
@@ -508,13 +509,14 @@ impl FileReader {
                             None => b,
                         };
                         // A restored file resumes after the rows already read.
-                        let skip = resume.map_or(0, |r| r.row) as usize;
+                        let skip = resume.map_or(0, |r| groups.read_before(r.row)) as usize;
                         b.with_batch_size(CHUNK_LINES).with_offset(skip).build()
                     })
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
                 OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
                 OperatorMetrics::add(&self.metrics.row_groups_skipped, groups.skipped() as u64);
-                Open::Parquet { reader, row: resume.map_or(0, |r| r.row), rows: groups.kept_rows(), groups }
+                let row = resume.map_or(0, |r| groups.read_before(r.row));
+                Open::Parquet { reader, row, rows: groups.kept_rows(), groups }
             }
             _ if resume.is_some_and(|r| r.offset > 0) => {
                 // A restored file resumes where its last checkpoint was: past its header.
@@ -942,7 +944,7 @@ impl SourceReader for FileReader {
         for split in &self.open {
             let (offset, line, row) = match &split.open {
                 Open::Lines { line, offset, .. } => (*offset, *line, 0),
-                Open::Parquet { row, .. } => (0, 0, *row),
+                Open::Parquet { row, groups, .. } => (0, 0, groups.file_row(*row)),
             };
             files.push(SplitPosition {
                 path: split.path.clone(),
