@@ -26,7 +26,7 @@ use super::descriptor;
 pub use super::executor::TestInput;
 use super::executor::{ExecutorOptions, TaskExecutor};
 use super::master::JobMaster;
-use super::master::{CheckpointSettings, PendingCheckpoint};
+use super::master::{CheckpointSettings, JobState, PendingCheckpoint};
 use super::messages::{OperatorCounters, ToExecutor, transport};
 use crate::checkpoint::{self, Lease, MANIFEST, Restored, Storage, StorageError};
 use crate::plan::{self, PhysicalPlan};
@@ -446,6 +446,8 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
         );
         let mut to_executor: VecDeque<ToExecutor> = master.start().into();
         let mut last_progress = Instant::now();
+        let attempt_started = Instant::now();
+        let mut running_logged = restored_arc.is_none();
         restarts.last_start = Instant::now();
         loop {
             while let Some(m) = to_executor.pop_front() {
@@ -463,6 +465,10 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             }
             for line in master.take_log() {
                 log(&line);
+            }
+            if !running_logged && master.state() == JobState::Running {
+                running_logged = true;
+                log(&format!("restored and running in {} ms", attempt_started.elapsed().as_millis()));
             }
             if master.is_terminal() {
                 break;

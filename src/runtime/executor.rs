@@ -6,7 +6,9 @@
 //! A subtask's thread reports to the executor when it ends (a panic is a failure like any
 //! other); the executor turns that into `Finished` or `Failed`, each preceded by a `Metrics`
 //! report, so the master's last counters are final. Cancel without drain also closes every
-//! gate, which wakes senders and receivers blocked on a full or empty channel.
+//! gate, which wakes senders and receivers blocked on a full or empty channel. Checkpoint
+//! triggers go to sources, completions to every subtask (sources last); a subtask's snapshot
+//! is uploaded on the I/O runtime and acknowledged to the master once stored.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;

@@ -5,7 +5,7 @@
 //! runs as `parallelism` subtasks, each on its own thread; rows travel as Arrow record
 //! batches. A subtask reads an [`gate::InputGate`] with one bounded queue per upstream
 //! subtask, so a full or blocked channel backpressures only its own producer; watermarks,
-//! idleness and end-of-stream travel in band, in order with the data. A subtask's watermark
+//! idleness, checkpoint barriers and end-of-stream travel in band, in order with the data. A subtask's watermark
 //! is the minimum over its active input channels; idle channels do not hold it back, ended
 //! channels drop out. Every subtask polls a control mailbox between batches.
 //!

@@ -9,6 +9,11 @@
 //! seen, less the allowed out-of-orderness, less 1 ms; it reports itself idle after
 //! `idle_timeout` without rows, and sends the final watermark when its input is exhausted
 //! (not when the job is stopped, so windows are not closed early).
+//!
+//! Checkpoints: a source snapshots its reader's position when its mailbox asks and sends
+//! barrier `n` in band; a gate-fed subtask aligns barriers (see [`run_gate`]); either then
+//! snapshots every operator of its chain in order, passes the barrier on and reports the
+//! snapshot to its executor, which stores it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

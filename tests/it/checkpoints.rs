@@ -615,3 +615,55 @@ fn generated_rows_restored_at_another_parallelism_are_neither_lost_nor_repeated(
         assert_eq!(committed_ids(dir.path()), (0..6000).collect::<Vec<_>>(), "p=2 → p={p}");
     }
 }
+
+#[test]
+fn a_watching_source_forgets_files_past_its_horizon_and_reads_each_file_once_across_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("old.jsonl"), "{\"id\": 1}\n{\"id\": 2}\n").unwrap();
+    let ten_days = std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
+    std::fs::File::options().write(true).open(input.join("old.jsonl")).unwrap().set_modified(ten_days).unwrap();
+    std::fs::write(input.join("new.jsonl"), "{\"id\": 3}\n").unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let spec = dir.path().join("w.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: w\ncheckpoints: {{ interval: 100ms, storage: \"{store}\" }}\n\
+             sources:\n  events: {{ connector: file, path: {input}, format: jsonl, watch: true, forget_after: 1d, schema: {{ id: bigint }} }}\n\
+             sinks:\n  out: {{ connector: file, input: events, path: {out}, format: jsonl }}\n",
+            input = input.display(),
+            out = dir.path().join("out").display(),
+        ),
+    )
+    .unwrap();
+    let run_until = |ids: Vec<i64>| {
+        let child = spawn_run(&spec, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(dir.path().join("out")).is_err() || committed_ids(dir.path()) != ids {
+            assert!(Instant::now() < deadline, "never committed {ids:?}: {:?}", committed_ids(dir.path()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let a scan (each second) forget the old file, and a checkpoint record it.
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: signals a child process this test owns.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let (ok, err) = finish(child);
+        assert!(ok, "{err}");
+    };
+    run_until(vec![1, 2, 3]);
+    let list = crate::sluice(&["checkpoints", "list", &store, "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let files: Vec<String> = listed[0]["sources"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with("new.jsonl")), "{files:?}");
+    assert!(!files.iter().any(|f| f.ends_with("old.jsonl")), "the old file is forgotten: {files:?}");
+    // A file added while stopped is read once; neither earlier file again.
+    std::fs::write(input.join("later.jsonl"), "{\"id\": 4}\n").unwrap();
+    run_until(vec![1, 2, 3, 4]);
+}

@@ -94,6 +94,11 @@ pub struct FileSource {
     /// and rename them when complete.
     #[serde(default)]
     pub watch: bool,
+    /// With `watch`: files last modified longer ago than this are ignored, and forgotten once
+    /// read, so the set of files a watching source remembers (and checkpoints) stays bounded
+    /// (default 7d).
+    #[serde(default)]
+    pub forget_after: Option<Duration>,
     /// What to do with a record that cannot be read: `fail` (default), `skip` or `dead_letter`.
     #[serde(default)]
     pub on_error: OnError,

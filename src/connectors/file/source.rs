@@ -343,6 +343,17 @@ pub struct FileReader {
     done: Vec<SplitPosition>,
     /// Where to resume files of a restored checkpoint, when they open.
     resume: std::collections::HashMap<PathBuf, SplitPosition>,
+    /// With `watch`: files modified longer ago are ignored and, once read, forgotten.
+    horizon: Option<Duration>,
+}
+
+/// How long a watching source remembers files by default.
+const DEFAULT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Whether `path` was last modified longer than `horizon` ago (a file that cannot be
+/// looked at is not).
+fn older_than(path: &Path, horizon: Duration) -> bool {
+    std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > horizon))
 }
 
 impl FileReader {
@@ -383,6 +394,18 @@ impl FileReader {
                 _ => true,
             });
             resume.retain(|_, p| !p.done && (p.offset > 0 || p.row > 0 || p.max_event_time > i64::MIN));
+        }
+        let horizon = cfg.watch.then(|| cfg.forget_after.map_or(DEFAULT_HORIZON, |d| d.0));
+        if let (Some(h), Some(_)) = (horizon, &ctx.restored) {
+            // A watching source's checkpoint names every file it has not forgotten: one of the
+            // initial files it does not name was read and forgotten.
+            let named: HashSet<PathBuf> = ctx
+                .restored_state()
+                .iter()
+                .filter_map(|(m, _)| serde_json::from_value::<ReaderState>((*m).clone()).ok())
+                .flat_map(|s| s.files.into_iter().map(|f| f.path))
+                .collect();
+            mine.retain(|f| named.contains(f) || !older_than(f, h));
         }
         let total: u64 = mine.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         if !cfg.watch {
@@ -439,6 +462,7 @@ impl FileReader {
             metrics: ctx.metrics.clone(),
             done: restored_done,
             resume,
+            horizon,
         })
     }
 
@@ -446,10 +470,24 @@ impl FileReader {
     /// a hash of its name that every subtask computes alike.
     fn rescan(&mut self) -> Result<(), OperatorError> {
         self.last_scan = Instant::now();
-        for f in list_files(&self.path, &self.shown)? {
-            if self.seen.insert(f.clone()) && owner_of(&f, self.parallelism) == self.subtask {
-                self.files.push_back(f);
+        let horizon = self.horizon;
+        let old = |f: &Path| horizon.is_some_and(|h| older_than(f, h));
+        let listed = list_files(&self.path, &self.shown)?;
+        let mut current = HashSet::with_capacity(listed.len());
+        for f in listed {
+            if old(&f) {
+                continue;
             }
+            if self.seen.insert(f.clone()) && owner_of(&f, self.parallelism) == self.subtask {
+                self.files.push_back(f.clone());
+            }
+            current.insert(f);
+        }
+        // Files past the horizon (or gone) are forgotten once read: scans ignore them now, so
+        // what the source remembers and checkpoints stays bounded.
+        if horizon.is_some() {
+            self.seen.retain(|f| current.contains(f));
+            self.done.retain(|d| current.contains(&d.path));
         }
         Ok(())
     }
