@@ -199,6 +199,22 @@ impl Storage {
         })
     }
 
+    /// The size of `name` in bytes.
+    pub fn size(&self, name: &str) -> StorageResult<u64> {
+        runtime()
+            .block_on(self.store.head(&self.path(name)))
+            .map(|m| m.size)
+            .map_err(|e| self.error("look at", name, e))
+    }
+
+    /// Bytes `range` of `name`.
+    pub fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> StorageResult<Vec<u8>> {
+        runtime()
+            .block_on(self.store.get_range(&self.path(name), range))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.error("read", name, e))
+    }
+
     /// Deletes `name` (absent is fine).
     pub fn delete(&self, name: &str) -> StorageResult<()> {
         match runtime().block_on(self.store.delete(&self.path(name))) {

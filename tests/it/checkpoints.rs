@@ -667,3 +667,31 @@ fn a_watching_source_forgets_files_past_its_horizon_and_reads_each_file_once_acr
     std::fs::write(input.join("later.jsonl"), "{\"id\": 4}\n").unwrap();
     run_until(vec![1, 2, 3, 4]);
 }
+
+#[test]
+fn a_file_source_reads_s3_objects_and_resumes_them_after_a_kill() {
+    let s3 = S3Server::start();
+    let input = s3.dir().join("ckpt/in");
+    write_input(&input, 3, 20_000);
+    std::fs::write(input.join("_ignored.jsonl"), "not json\n").unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let (local, remote) = (base.path().join("local"), base.path().join("remote"));
+    let source_s3 = format!(
+        "    s3: {{ endpoint: \"http://127.0.0.1:{}\", access_key_id: sluice, secret_access_key: sluice-secret }}\n    path:",
+        s3.port
+    );
+    let spec_at = |dir: &Path, path: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        let text = spec(dir, path, &format!("file://{}", dir.join("store").display()), None, "memory", 2)
+            .replace("    path: s3://", &format!("{source_s3} s3://"));
+        let file = dir.join("spec.yaml");
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let local_spec = spec_at(&local, &input);
+    let (ok, err) = finish(spawn_run(&local_spec, &[]));
+    assert!(ok, "{err}");
+    let remote_spec = spec_at(&remote, Path::new("s3://ckpt/in/"));
+    let outcome = run_with_kills(&[remote_spec], &remote.join("store"), &mut Rng(5), 2, None);
+    assert_eq!(committed(&remote), committed(&local), "after {outcome:?}");
+}

@@ -1,9 +1,10 @@
-//! The `file` connector: reads and writes CSV, JSON lines and Parquet files on a local path,
-//! folder or glob, or under an `s3://` URL.
+//! The `file` connector: reads CSV, JSON lines and Parquet files from a local path, folder or
+//! glob, or under an `s3://` URL, and writes them to a local folder.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+mod remote;
 mod row_groups;
 pub mod sink;
 pub mod source;
@@ -94,6 +95,10 @@ pub struct FileSource {
     /// and rename them when complete.
     #[serde(default)]
     pub watch: bool,
+    /// S3 settings for an `s3://` path: region, endpoint, path-style addressing and credentials
+    /// (default: the standard AWS environment and credential chain).
+    #[serde(default)]
+    pub s3: Option<crate::checkpoint::S3Options>,
     /// With `watch`: files last modified longer ago than this are ignored, and forgotten once
     /// read, so the set of files a watching source remembers (and checkpoints) stays bounded
     /// (default 7d).
@@ -176,7 +181,8 @@ impl Source for FileSource {
 
     fn splits(&self) -> Result<Vec<String>, OperatorError> {
         let path = self.path.resolve().map_err(OperatorError::new)?;
-        let files = source::list_files(&path, &self.path.0).map_err(|e| redact(&self.path.redactor(), e))?;
+        let files =
+            source::list_files(&path, &self.path.0, self.s3.as_ref()).map_err(|e| redact(&self.path.redactor(), e))?;
         if files.is_empty() && !self.watch {
             return Err(OperatorError::new(format!("no files match `{}`", self.path.0)));
         }

@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::remote;
 use super::row_groups::{self, RowGroups};
 use super::{FileFormat, FileSource, OnError, values};
 use crate::runtime::{BuildContext, OperatorError, OperatorMetrics, SourceEvent, SourceReader, dead_letter_schema};
@@ -34,11 +35,13 @@ fn is_glob(path: &str) -> bool {
 
 /// The files `path` names now, sorted: a file, the files of a folder, or a glob's matches.
 /// Messages show `shown`, the path as the spec writes it, so resolved secrets stay unprinted.
-pub fn list_files(path: &str, shown: &str) -> Result<Vec<PathBuf>, OperatorError> {
+pub fn list_files(
+    path: &str,
+    shown: &str,
+    s3: Option<&crate::checkpoint::S3Options>,
+) -> Result<Vec<PathBuf>, OperatorError> {
     if path.starts_with("s3://") {
-        return Err(OperatorError::new(format!(
-            "reading `{shown}`: s3:// sources are not supported by `sluice run` yet; use a local path"
-        )));
+        return Ok(remote::list(path, s3, shown)?.into_iter().map(PathBuf::from).collect());
     }
     let visible =
         |p: &Path| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with(['.', '_']));
@@ -83,7 +86,7 @@ fn max_open_files(subtasks: usize) -> usize {
 
 enum Open {
     /// `offset` counts the bytes of the file consumed (records returned, and the header).
-    Lines { reader: BufReader<File>, line: u64, offset: u64 },
+    Lines { reader: BufReader<Box<dyn Read + Send>>, line: u64, offset: u64 },
     /// `row` and `rows` count the rows of the row groups read.
     Parquet { reader: ParquetRecordBatchReader, row: u64, rows: u64, groups: RowGroups },
 }
@@ -179,7 +182,11 @@ pub const MAX_RECORD: usize = CHUNK_BYTES;
 /// Appends the next line of `reader`, with its line end, to `buf`, keeping at most `room`
 /// bytes of it (the rest of a longer line is read and dropped). Returns the bytes read (0 at
 /// the end of the file) and whether the whole line was kept.
-fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>, room: usize) -> std::io::Result<(usize, bool)> {
+fn read_line(
+    reader: &mut BufReader<Box<dyn Read + Send>>,
+    buf: &mut Vec<u8>,
+    room: usize,
+) -> std::io::Result<(usize, bool)> {
     let n = reader.by_ref().take(room as u64).read_until(b'\n', buf)?;
     if n < room || (n > 0 && buf.last() == Some(&b'\n')) {
         return Ok((n, true));
@@ -193,7 +200,7 @@ fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>, room: usize) -> st
 #[allow(clippy::too_many_arguments)]
 fn read_chunk(
     spare: &mut Option<Chunk>,
-    reader: &mut BufReader<File>,
+    reader: &mut BufReader<Box<dyn Read + Send>>,
     line: &mut u64,
     offset: &mut u64,
     path: &Path,
@@ -345,6 +352,8 @@ pub struct FileReader {
     resume: std::collections::HashMap<PathBuf, SplitPosition>,
     /// With `watch`: files modified longer ago are ignored and, once read, forgotten.
     horizon: Option<Duration>,
+    /// S3 settings for `s3://` paths.
+    s3: Option<crate::checkpoint::S3Options>,
 }
 
 /// How long a watching source remembers files by default.
@@ -463,6 +472,7 @@ impl FileReader {
             done: restored_done,
             resume,
             horizon,
+            s3: cfg.s3.clone(),
         })
     }
 
@@ -472,7 +482,7 @@ impl FileReader {
         self.last_scan = Instant::now();
         let horizon = self.horizon;
         let old = |f: &Path| horizon.is_some_and(|h| older_than(f, h));
-        let listed = list_files(&self.path, &self.shown)?;
+        let listed = list_files(&self.path, &self.shown, self.s3.as_ref())?;
         let mut current = HashSet::with_capacity(listed.len());
         for f in listed {
             if old(&f) {
@@ -515,43 +525,61 @@ impl FileReader {
         });
     }
 
+    /// Configures a Parquet reader: row groups no consumer can use are not read, only the
+    /// columns read leave the file, and a restored file resumes after the rows already read.
+    fn parquet_reader<T: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        b: ParquetRecordBatchReaderBuilder<T>,
+        groups: &mut RowGroups,
+        resume: Option<&SplitPosition>,
+    ) -> parquet::errors::Result<ParquetRecordBatchReader> {
+        let read = self.read.as_ref().map(|r| r.iter().map(|&i| self.schema.field(i).name()).collect::<Vec<_>>());
+        let event_time = self.event_time.map(|i| self.schema.field(i).name().as_str());
+        *groups = RowGroups::plan(&row_groups::Context {
+            meta: b.metadata(),
+            file_schema: b.schema(),
+            parquet_schema: b.parquet_schema(),
+            declared: &self.schema,
+            skips: self.skips.as_deref().unwrap_or(&[]),
+            event_time,
+        });
+        let b = b.with_row_groups(groups.kept());
+        // A missing column is reported later.
+        let b = match &read {
+            Some(read) => {
+                let roots = b.schema().fields().iter().enumerate().filter(|(_, f)| read.contains(&f.name()));
+                let mask = ProjectionMask::roots(b.parquet_schema(), roots.map(|(i, _)| i));
+                b.with_projection(mask)
+            }
+            None => b,
+        };
+        let skip = resume.map_or(0, |r| groups.read_before(r.row)) as usize;
+        b.with_batch_size(CHUNK_LINES).with_offset(skip).build()
+    }
+
     fn open_file(&mut self, path: &Path, resume: Option<&SplitPosition>) -> Result<Open, OperatorError> {
-        let mut file =
-            File::open(path).map_err(|e| OperatorError::new(format!("cannot open `{}`: {e}", path.display())))?;
+        let remote = path.to_str().filter(|p| p.starts_with("s3://"));
+        let cannot = |e: &dyn std::fmt::Display| OperatorError::new(format!("cannot open `{}`: {e}", path.display()));
         Ok(match self.format {
             FileFormat::Parquet => {
                 let mut groups = RowGroups::default();
-                let read =
-                    self.read.as_ref().map(|r| r.iter().map(|&i| self.schema.field(i).name()).collect::<Vec<_>>());
-                let event_time = self.event_time.map(|i| self.schema.field(i).name().as_str());
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| {
-                        // Row groups no consumer can use a row of are not read.
-                        groups = RowGroups::plan(&row_groups::Context {
-                            meta: b.metadata(),
-                            file_schema: b.schema(),
-                            parquet_schema: b.parquet_schema(),
-                            declared: &self.schema,
-                            skips: self.skips.as_deref().unwrap_or(&[]),
-                            event_time,
-                        });
-                        let b = b.with_row_groups(groups.kept());
-                        // Only the columns read leave the file (a missing one is reported later).
-                        let b = match &read {
-                            Some(read) => {
-                                let roots =
-                                    b.schema().fields().iter().enumerate().filter(|(_, f)| read.contains(&f.name()));
-                                let mask = ProjectionMask::roots(b.parquet_schema(), roots.map(|(i, _)| i));
-                                b.with_projection(mask)
-                            }
-                            None => b,
-                        };
-                        // A restored file resumes after the rows already read.
-                        let skip = resume.map_or(0, |r| groups.read_before(r.row)) as usize;
-                        b.with_batch_size(CHUNK_LINES).with_offset(skip).build()
-                    })
+                let (reader, size) = match remote {
+                    Some(url) => {
+                        let bytes = remote::ObjectReader::read_all(url, self.s3.as_ref())?;
+                        let size = bytes.len() as u64;
+                        let b = ParquetRecordBatchReaderBuilder::try_new(bytes);
+                        (b.and_then(|b| self.parquet_reader(b, &mut groups, resume)), size)
+                    }
+                    None => {
+                        let file = File::open(path).map_err(|e| cannot(&e))?;
+                        let size = file.metadata().map_or(0, |m| m.len());
+                        let b = ParquetRecordBatchReaderBuilder::try_new(file);
+                        (b.and_then(|b| self.parquet_reader(b, &mut groups, resume)), size)
+                    }
+                };
+                let reader = reader
                     .map_err(|e| OperatorError::new(format!("cannot read Parquet file `{}`: {e}", path.display())))?;
-                OperatorMetrics::add(&self.metrics.bytes_read, std::fs::metadata(path).map_or(0, |m| m.len()));
+                OperatorMetrics::add(&self.metrics.bytes_read, size);
                 OperatorMetrics::add(&self.metrics.row_groups_skipped, groups.skipped() as u64);
                 let row = resume.map_or(0, |r| groups.read_before(r.row));
                 Open::Parquet { reader, row, rows: groups.kept_rows(), groups }
@@ -559,15 +587,26 @@ impl FileReader {
             _ if resume.is_some_and(|r| r.offset > 0) => {
                 // A restored file resumes where its last checkpoint was: past its header.
                 let r = resume.expect("checked");
-                use std::io::Seek;
-                file.seek(std::io::SeekFrom::Start(r.offset))
-                    .map_err(|e| OperatorError::new(format!("reading `{}`: {e}", path.display())))?;
+                let source: Box<dyn Read + Send> = match remote {
+                    Some(url) => Box::new(remote::ObjectReader::open(url, self.s3.as_ref(), r.offset)?),
+                    None => {
+                        use std::io::Seek;
+                        let mut file = File::open(path).map_err(|e| cannot(&e))?;
+                        file.seek(std::io::SeekFrom::Start(r.offset))
+                            .map_err(|e| OperatorError::new(format!("reading `{}`: {e}", path.display())))?;
+                        Box::new(file)
+                    }
+                };
                 let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
-                Open::Lines { reader: BufReader::with_capacity(capacity, file), line: r.line, offset: r.offset }
+                Open::Lines { reader: BufReader::with_capacity(capacity, source), line: r.line, offset: r.offset }
             }
             _ => {
+                let source: Box<dyn Read + Send> = match remote {
+                    Some(url) => Box::new(remote::ObjectReader::open(url, self.s3.as_ref(), 0)?),
+                    None => Box::new(File::open(path).map_err(|e| cannot(&e))?),
+                };
                 let capacity = if self.max_open > 1 { 1 << 18 } else { 1 << 20 };
-                let mut reader = BufReader::with_capacity(capacity, file);
+                let mut reader = BufReader::with_capacity(capacity, source);
                 let mut offset = 0;
                 let io = |e: std::io::Error| OperatorError::new(format!("reading `{}`: {e}", path.display()));
                 // A byte-order mark is not part of the first record.
