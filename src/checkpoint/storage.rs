@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use futures::TryStreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -63,6 +64,8 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// Resumable multipart uploads (S3): parts uploaded by one process, completed by another.
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: StorePath,
     url: String,
 }
@@ -114,9 +117,10 @@ impl Storage {
                 retry_timeout: std::time::Duration::from_secs(20),
                 ..Default::default()
             };
-            let store = b.with_retry(retry).build().map_err(|e| bad(e.to_string()))?;
+            let store = Arc::new(b.with_retry(retry).build().map_err(|e| bad(e.to_string()))?);
             return Ok(Storage {
-                store: Arc::new(store),
+                multipart: Some(store.clone()),
+                store,
                 prefix: StorePath::from(prefix.trim_end_matches('/')),
                 url: url.to_string(),
             });
@@ -130,7 +134,7 @@ impl Storage {
         let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| bad(e.to_string()))?
             .with_automatic_cleanup(true);
-        Ok(Storage { store: Arc::new(store), prefix: StorePath::default(), url: url.to_string() })
+        Ok(Storage { store: Arc::new(store), multipart: None, prefix: StorePath::default(), url: url.to_string() })
     }
 
     /// Opens `url` to read what is there: a local folder must exist (nothing is created).
@@ -213,6 +217,48 @@ impl Storage {
             .block_on(self.store.get_range(&self.path(name), range))
             .map(|b| b.to_vec())
             .map_err(|e| self.error("read", name, e))
+    }
+
+    /// Uploads `parts` as the parts of a multipart upload of `name` that is not completed (the
+    /// object stays invisible); returns the upload id and the part ids.
+    pub fn stage(
+        &self,
+        name: &str,
+        parts: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+    ) -> StorageResult<(String, Vec<String>)> {
+        let mp =
+            self.multipart.as_ref().ok_or_else(|| StorageError(format!("`{}` has no multipart uploads", self.url)))?;
+        let path = self.path(name);
+        runtime().block_on(async {
+            let id = mp.create_multipart(&path).await.map_err(|e| self.error("start uploading", name, e))?;
+            let mut ids = Vec::new();
+            for (i, part) in parts.enumerate() {
+                let part = part.map_err(|e| StorageError(format!("cannot read what goes to `{name}`: {e}")))?;
+                let p = mp
+                    .put_part(&path, &id, i, PutPayload::from(part))
+                    .await
+                    .map_err(|e| self.error("upload", name, e))?;
+                ids.push(p.content_id);
+            }
+            Ok((id, ids))
+        })
+    }
+
+    /// Completes a staged upload: `name` becomes visible. Idempotent: an upload already
+    /// completed (the object exists) is done.
+    pub fn complete(&self, name: &str, upload: &str, parts: &[String]) -> StorageResult<()> {
+        let mp =
+            self.multipart.as_ref().ok_or_else(|| StorageError(format!("`{}` has no multipart uploads", self.url)))?;
+        let path = self.path(name);
+        let parts: Vec<PartId> = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+        let result = runtime().block_on(mp.complete_multipart(&path, &upload.to_string(), parts));
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match runtime().block_on(self.store.head(&path)) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(self.error("complete", name, e)),
+            },
+        }
     }
 
     /// Deletes `name` (absent is fine).

@@ -695,3 +695,34 @@ fn a_file_source_reads_s3_objects_and_resumes_them_after_a_kill() {
     let outcome = run_with_kills(&[remote_spec], &remote.join("store"), &mut Rng(5), 2, None);
     assert_eq!(committed(&remote), committed(&local), "after {outcome:?}");
 }
+
+#[test]
+fn a_file_sink_on_s3_commits_exactly_once_across_kills() {
+    let s3 = S3Server::start();
+    let base = tempfile::tempdir().unwrap();
+    let input = base.path().join("in");
+    write_input(&input, 3, 20_000);
+    let (local, remote) = (base.path().join("local"), base.path().join("remote"));
+    for d in [&local, &remote] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let store = |d: &Path| format!("file://{}", d.join("store").display());
+    let local_spec = local.join("spec.yaml");
+    std::fs::write(&local_spec, spec(&local, &input, &store(&local), None, "memory", 2)).unwrap();
+    let (ok, err) = finish(spawn_run(&local_spec, &[]));
+    assert!(ok, "{err}");
+    let options = format!(
+        "s3: {{ endpoint: \"http://127.0.0.1:{}\", access_key_id: sluice, secret_access_key: sluice-secret }}, input:",
+        s3.port
+    );
+    let text = spec(&remote, &input, &store(&remote), None, "rocksdb", 2)
+        .replace(&format!("path: \"{}/", remote.join("out").display()), "path: \"s3://ckpt/out/")
+        .replace("connector: file, input:", &format!("connector: file, {options}"));
+    assert!(text.contains("s3://ckpt/out/t"), "{text}");
+    let remote_spec = remote.join("spec.yaml");
+    std::fs::write(&remote_spec, text).unwrap();
+    let outcome = run_with_kills(&[remote_spec], &remote.join("store"), &mut Rng(11), 3, None);
+    // The server keeps objects as files of its folder: committed objects are what it lists.
+    let served = s3.dir().join("ckpt");
+    assert_eq!(committed(&served), committed(&local), "after {outcome:?}");
+}

@@ -381,7 +381,7 @@ fn a_sink_that_cannot_open_stops_the_job_at_once() {
     let spec = write(
         dir.path(),
         "s3.yaml",
-        "version: 1\nname: s3\nsources:\n  g: { connector: datagen, rows_per_second: 10, schema: { x: bigint } }\nsinks:\n  out: { connector: file, input: g, path: \"s3://bucket/out/\", format: jsonl }\n",
+        "version: 1\nname: s3\nsources:\n  g: { connector: datagen, rows_per_second: 10, schema: { x: bigint } }\nsinks:\n  out: { connector: file, input: g, path: \"s3://bucket/out/\", format: jsonl, s3: { endpoint: \"http://127.0.0.1:1\", access_key_id: k, secret_access_key: s } }\n",
     );
     let started = Instant::now();
     let out = sluice(&["run", &spec]);

@@ -242,6 +242,9 @@ pub struct FileSink {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1024))]
     pub parallelism: Option<u32>,
+    /// S3 settings for an `s3://` path (default: the standard AWS environment and chain).
+    #[serde(default)]
+    pub s3: Option<Box<crate::checkpoint::S3Options>>,
 }
 
 impl Sink for FileSink {
@@ -308,7 +311,7 @@ impl Sink for FileSink {
     fn recover(&self, name: &str, restored: &[&serde_json::Value]) -> Result<(), OperatorError> {
         let redactor = self.path.redactor();
         let dir = self.path.resolve().map_err(OperatorError::new)?;
-        sink::recover(std::path::Path::new(&dir), name, restored).map_err(|e| redact(&redactor, e))
+        sink::recover(std::path::Path::new(&dir), name, restored, self.s3.as_deref()).map_err(|e| redact(&redactor, e))
     }
 
     fn describe(&self) -> String {

@@ -105,3 +105,48 @@ impl Read for ObjectReader {
         Ok(n)
     }
 }
+
+/// Bytes per uploaded part (S3 wants at least 5 MiB for every part but the last).
+const PART_BYTES: usize = 8 << 20;
+
+/// Uploads the local file `file` as object `url` without completing the upload (the object
+/// stays invisible until [`complete`]); returns the upload id and part ids.
+pub fn stage(
+    url: &str,
+    file: &std::path::Path,
+    s3: Option<&S3Options>,
+) -> Result<(String, Vec<String>), OperatorError> {
+    let (storage, key) = bucket(url, s3, url)?;
+    let mut f = std::fs::File::open(file)
+        .map_err(|e| OperatorError::io(format_args!("cannot read `{}`", file.display()), e))?;
+    let mut first = true;
+    let parts = std::iter::from_fn(move || {
+        let mut part = Vec::with_capacity(PART_BYTES);
+        match f.by_ref().take(PART_BYTES as u64).read_to_end(&mut part) {
+            Ok(0) if !first => None,
+            Ok(_) => {
+                first = false;
+                Some(Ok(part))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    });
+    storage.stage(&key, parts).map_err(|e| OperatorError::external(e.0, true))
+}
+
+/// Completes a staged upload of `url` (idempotent).
+pub fn complete(url: &str, upload: &str, parts: &[String], s3: Option<&S3Options>) -> Result<(), OperatorError> {
+    let (storage, key) = bucket(url, s3, url)?;
+    storage.complete(&key, upload, parts).map_err(|e| OperatorError::external(e.0, true))
+}
+
+/// Checks that the bucket of `url` answers (a missing object is fine; refused credentials or
+/// an unreachable endpoint are not), so a sink that cannot write fails when it opens.
+pub fn probe(url: &str, s3: Option<&S3Options>) -> Result<(), OperatorError> {
+    let (storage, key) = bucket(url, s3, url)?;
+    let probe = format!("{}/.sluice-probe", key.trim_end_matches('/'));
+    match storage.get(probe.trim_start_matches('/')) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(OperatorError::external(e.0, true)),
+    }
+}

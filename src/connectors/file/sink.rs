@@ -33,6 +33,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
 use super::{FileFormat, FileSink};
+use crate::checkpoint::S3Options;
 use crate::runtime::{BuildContext, Operator, OperatorError, OperatorSnapshot, Output};
 use crate::spec::check::StreamSchema;
 
@@ -67,6 +68,8 @@ struct OpenFile {
     opened: Instant,
     bytes: Arc<AtomicU64>,
     rows: u64,
+    /// For an `s3://` sink: the object it becomes (the file is a local staging copy).
+    url: Option<String>,
 }
 
 impl OpenFile {
@@ -89,16 +92,16 @@ impl OpenFile {
 
     /// Finishes the file: gives it its final name, or with `durable` syncs it to disk and
     /// leaves the renaming to a commit. A file that cannot be finished is removed.
-    fn close(self, durable: bool) -> Result<Pending, OperatorError> {
+    fn close(self, durable: bool, s3: Option<&S3Options>) -> Result<Pending, OperatorError> {
         let tmp = self.tmp.clone();
-        let result = self.finish(durable);
-        if result.is_err() {
+        let result = self.finish(durable, s3);
+        if result.is_err() || matches!(result, Ok(Pending::Remote { .. })) {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
 
-    fn finish(self, durable: bool) -> Result<Pending, OperatorError> {
+    fn finish(self, durable: bool, s3: Option<&S3Options>) -> Result<Pending, OperatorError> {
         let failed =
             |e: &dyn std::fmt::Display| OperatorError::new(format!("cannot finish `{}`: {e}", self.tmp.display()));
         match self.writer {
@@ -111,43 +114,69 @@ impl OpenFile {
                 w.close().map_err(|e| failed(&e))?;
             }
         }
-        let pending = Pending { tmp: self.tmp.clone(), path: self.path.clone() };
+        if let Some(url) = &self.url {
+            // Uploaded now; visible when the upload completes (at once without checkpoints).
+            let (upload, parts) = super::remote::stage(url, &self.tmp, s3)?;
+            let pending = Pending::Remote { url: url.clone(), upload, parts };
+            if !durable {
+                commit(&pending, s3)?;
+            }
+            return Ok(pending);
+        }
+        let pending = Pending::Local { tmp: self.tmp.clone(), path: self.path.clone() };
         if durable {
             File::open(&self.tmp).and_then(|f| f.sync_all()).map_err(|e| failed(&e))?;
             return Ok(pending);
         }
-        std::fs::rename(&pending.tmp, &pending.path)
-            .map_err(|e| OperatorError::io(format_args!("cannot finish `{}`", pending.path.display()), e))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| OperatorError::io(format_args!("cannot finish `{}`", self.path.display()), e))?;
         Ok(pending)
     }
 }
 
-/// A finished file waiting for its commit: its in-progress name and its final name.
+/// A finished file waiting for its commit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Pending {
-    /// The in-progress file.
-    pub tmp: PathBuf,
-    /// Its final name.
-    pub path: PathBuf,
+#[serde(untagged)]
+pub enum Pending {
+    /// A local file: its in-progress name and its final name.
+    Local {
+        /// The in-progress file.
+        tmp: PathBuf,
+        /// Its final name.
+        path: PathBuf,
+    },
+    /// An object uploaded in parts, visible once the upload is completed.
+    Remote {
+        /// `s3://bucket/key`.
+        url: String,
+        /// The multipart upload's id.
+        upload: String,
+        /// Its parts' ids, in order.
+        parts: Vec<String>,
+    },
 }
 
-/// Makes a pending file visible: renames it and syncs its folder. Idempotent: a file already
-/// renamed is done.
-pub fn commit(p: &Pending) -> Result<(), OperatorError> {
-    match std::fs::rename(&p.tmp, &p.path) {
+/// Makes a pending file visible: renames it and syncs its folder, or completes its upload.
+/// Idempotent: a file already renamed (an upload already completed) is done.
+pub fn commit(p: &Pending, s3: Option<&S3Options>) -> Result<(), OperatorError> {
+    let (tmp, path) = match p {
+        Pending::Local { tmp, path } => (tmp, path),
+        Pending::Remote { url, upload, parts } => return super::remote::complete(url, upload, parts, s3),
+    };
+    match std::fs::rename(tmp, path) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.path.exists() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.exists() => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(OperatorError::new(format!(
                 "cannot commit `{}`: neither it nor its in-progress file `{}` exists; was the output folder \
                  removed after the checkpoint? (`sluice run --fresh` starts over)",
-                p.path.display(),
-                p.tmp.display()
+                path.display(),
+                tmp.display()
             )));
         }
-        Err(e) => return Err(OperatorError::io(format_args!("cannot commit `{}`", p.path.display()), e)),
+        Err(e) => return Err(OperatorError::io(format_args!("cannot commit `{}`", path.display()), e)),
     }
-    if let Some(dir) = p.path.parent() {
+    if let Some(dir) = path.parent() {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| OperatorError::io(format_args!("cannot sync folder `{}`", dir.display()), e))?;
@@ -174,14 +203,32 @@ fn is_own_in_progress(file: &str, sink: &str) -> bool {
 
 /// Before a checkpointed job starts: commits the files `restored` lists as pending, then
 /// deletes sink `name`'s other in-progress files under `dir` (written after that checkpoint).
-pub fn recover(dir: &std::path::Path, name: &str, restored: &[&serde_json::Value]) -> Result<(), OperatorError> {
+pub fn recover(
+    dir: &std::path::Path,
+    name: &str,
+    restored: &[&serde_json::Value],
+    s3: Option<&S3Options>,
+) -> Result<(), OperatorError> {
     for meta in restored {
         let state: SinkState = serde_json::from_value((*meta).clone()).map_err(|e| {
             OperatorError::new(format!("sink `{name}`: the checkpoint's sink state is unreadable: {e}"))
         })?;
         for p in &state.pending {
-            commit(p)?;
+            if let Pending::Local { tmp, .. } = p
+                && !tmp.file_name().and_then(|f| f.to_str()).is_some_and(|f| is_own_in_progress(f, name))
+            {
+                return Err(OperatorError::new(format!(
+                    "sink `{name}`: the checkpoint lists `{}`, which is not one of its in-progress files",
+                    tmp.display()
+                )));
+            }
+            commit(p, s3)?;
         }
+    }
+    // Uploads a checkpoint does not reference stay incomplete, so invisible (a bucket's
+    // lifecycle rule removes them); local in-progress files are removed here.
+    if dir.to_str().is_some_and(|d| d.starts_with("s3://")) {
+        return Ok(());
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -218,18 +265,31 @@ pub struct FileWriter {
     closed: Vec<Pending>,
     /// Files pre-committed per checkpoint, waiting for its completion.
     pending: std::collections::BTreeMap<u64, Vec<Pending>>,
+    /// For an `s3://` sink: the folder's URL (files are staged in `dir`, a local folder).
+    remote: Option<String>,
+    /// S3 settings.
+    s3: Option<S3Options>,
 }
 
 impl FileWriter {
     /// The writer of subtask `ctx.subtask`.
     pub fn new(cfg: &FileSink, ctx: &BuildContext, input: &StreamSchema) -> Result<Self, OperatorError> {
-        let dir = cfg.path.resolve().map_err(OperatorError::new)?;
-        if dir.starts_with("s3://") {
-            return Err(OperatorError::new(format!(
-                "sink `{}`: writing to s3:// is not supported by `sluice run` yet; use a local path",
-                ctx.operator
-            )));
-        }
+        let resolved = cfg.path.resolve().map_err(OperatorError::new)?;
+        // An s3:// sink writes each file in a local staging folder of its own, then uploads it.
+        let (dir, remote) = match resolved.strip_prefix("s3://") {
+            Some(_) => {
+                let staging = std::env::temp_dir().join(format!(
+                    "sluice-staging-{}-{}-{}-{}",
+                    std::process::id(),
+                    ctx.operator,
+                    ctx.subtask,
+                    run_id()
+                ));
+                super::remote::probe(&resolved, cfg.s3.as_deref())?;
+                (staging.display().to_string(), Some(resolved.trim_end_matches('/').to_string()))
+            }
+            None => (resolved, None),
+        };
         std::fs::create_dir_all(&dir)
             .map_err(|e| OperatorError::io(format_args!("cannot create folder `{}`", cfg.path.0), e))?;
         let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
@@ -251,6 +311,8 @@ impl FileWriter {
             checkpointing: ctx.checkpointing,
             closed: Vec::new(),
             pending: Default::default(),
+            remote,
+            s3: cfg.s3.as_deref().cloned(),
         })
     }
 
@@ -290,8 +352,14 @@ impl FileWriter {
                         .map_err(|e| OperatorError::new(e.to_string()))?,
                 )),
             };
-            self.open
-                .insert(bucket.to_string(), OpenFile { writer, tmp, path, opened: Instant::now(), bytes, rows: 0 });
+            let url = self.remote.as_ref().map(|r| {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if bucket.is_empty() { format!("{r}/{name}") } else { format!("{r}/{bucket}/{name}") }
+            });
+            self.open.insert(
+                bucket.to_string(),
+                OpenFile { writer, tmp, path, opened: Instant::now(), bytes, rows: 0, url },
+            );
         }
         Ok(self.open.get_mut(bucket).expect("just opened"))
     }
@@ -310,7 +378,7 @@ impl FileWriter {
             .collect();
         for k in due {
             if let Some(f) = self.open.remove(&k) {
-                let done = f.close(self.checkpointing)?;
+                let done = f.close(self.checkpointing, self.s3.as_ref())?;
                 if self.checkpointing {
                     self.closed.push(done);
                 }
@@ -425,7 +493,7 @@ impl Operator for FileWriter {
         for p in std::mem::replace(&mut self.pending, later).into_values().flatten() {
             crate::checkpoint::crash_point("commit");
             crate::checkpoint::fail_point("commit")?;
-            commit(&p)?;
+            commit(&p, self.s3.as_ref())?;
         }
         Ok(())
     }
@@ -448,19 +516,23 @@ mod tests {
     fn a_commit_is_idempotent_and_recovery_removes_what_no_checkpoint_references() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let p = Pending { tmp: d.join(".part-s-0-1-00000.csv.inprogress"), path: d.join("part-s-0-1-00000.csv") };
-        std::fs::write(&p.tmp, "a\n1\n").unwrap();
+        let (tmp, path) = (d.join(".part-s-0-1-00000.csv.inprogress"), d.join("part-s-0-1-00000.csv"));
+        let p = Pending::Local { tmp: tmp.clone(), path: path.clone() };
+        std::fs::write(&tmp, "a\n1\n").unwrap();
         std::fs::create_dir(d.join("2026")).unwrap();
         let stray = d.join("2026/.part-s-1-1-00004.csv.inprogress");
         std::fs::write(&stray, "x").unwrap();
         let other = d.join(".part-t-0-1-00000.csv.inprogress");
         std::fs::write(&other, "y").unwrap();
         let meta = serde_json::to_value(SinkState { pending: vec![p.clone()] }).unwrap();
-        recover(d, "s", &[&meta]).unwrap();
-        recover(d, "s", &[&meta]).unwrap();
-        assert_eq!(std::fs::read_to_string(&p.path).unwrap(), "a\n1\n");
-        assert!(!p.tmp.exists() && !stray.exists());
+        recover(d, "s", &[&meta], None).unwrap();
+        recover(d, "s", &[&meta], None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n1\n");
+        assert!(!tmp.exists() && !stray.exists());
         assert!(other.exists(), "another sink's file stays");
-        commit(&p).unwrap();
+        commit(&p, None).unwrap();
+        let foreign = Pending::Local { tmp: d.join("notes.txt"), path: d.join("elsewhere.txt") };
+        let meta = serde_json::to_value(SinkState { pending: vec![foreign] }).unwrap();
+        assert!(recover(d, "s", &[&meta], None).unwrap_err().message.contains("not one of its in-progress files"));
     }
 }
