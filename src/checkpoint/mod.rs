@@ -374,6 +374,13 @@ fn host_name() -> String {
 }
 
 fn process_alive(pid: u32) -> bool {
+    // A killed process nobody has reaped yet (a zombie, common under a container's PID 1)
+    // still answers signal 0: its state in /proc says it is dead.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(state) = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+    {
+        return !matches!(state, 'Z' | 'X');
+    }
     // SAFETY: signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
