@@ -498,6 +498,17 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::zombie_processes)] // the point: a child that exited and was not reaped
+    fn a_process_that_exited_unreaped_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!process_alive(pid), "a zombie");
+        assert!(process_alive(std::process::id()));
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_second_lease_is_refused_until_released() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(&format!("file://{}", dir.path().display()), None).unwrap();
