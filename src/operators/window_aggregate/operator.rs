@@ -302,9 +302,18 @@ impl WindowOperator {
         // (any parallelism), the lowest watermark among them, and knows which slices are in state.
         let mut watermark = None::<i64>;
         let mut cold_until = None::<i64>;
+        let mut hot: HotSlices = BTreeMap::new();
+        let mut hot_entries = 0;
         for (meta, blob) in ctx.restored_state() {
             if let Some(blob) = blob {
-                state.restore(blob, ctx.key_groups.clone())?;
+                let (backend, entries) = split_snapshot(blob)?;
+                state.restore(backend, ctx.key_groups.clone())?;
+                for (slice, e) in entries {
+                    if ctx.key_groups.contains(&e.key_group) {
+                        hot.entry(slice).or_default().insert_unique(e.hash, e, |e| e.hash);
+                        hot_entries += 1;
+                    }
+                }
             }
             let w = meta.get("watermark").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN);
             watermark = Some(watermark.map_or(w, |m| m.min(w)));
@@ -328,8 +337,8 @@ impl WindowOperator {
             key_groups: ctx.key_groups.clone(),
             max_parallelism: ctx.max_parallelism,
             hashes: Vec::new(),
-            hot: BTreeMap::new(),
-            hot_entries: 0,
+            hot,
+            hot_entries,
             cold_until,
             hot_limit: (ctx.state.per_subtask_memory() / 4 / HOT_ENTRY_BYTES).max(1),
             late_output: spec.late_output.is_some(),
@@ -1071,17 +1080,67 @@ impl Operator for WindowOperator {
         self.move_to_state(all, out)
     }
 
-    /// The hot tier moves to the backend, whose entries in this subtask's key groups are the
-    /// snapshot; the watermark and the latest slice in the backend go inline.
-    fn snapshot(&mut self, _: u64, out: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
-        let all = std::mem::take(&mut self.hot);
-        self.move_to_state(all, out)?;
-        let blob = self.state.snapshot(self.key_groups.clone())?;
+    /// The snapshot is the backend's entries in this subtask's key groups, then the hot tier's
+    /// entries as they are (windows go on firing from memory); the watermark and the latest
+    /// slice in the backend go inline.
+    fn snapshot(&mut self, _: u64, _: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
+        let backend = self.state.snapshot(self.key_groups.clone())?;
+        let mut blob = Vec::with_capacity(backend.len() + 8 + self.hot_entries * 48);
+        blob.extend_from_slice(&(backend.len() as u64).to_be_bytes());
+        blob.extend_from_slice(&backend);
+        let mut acc = Vec::new();
+        for (slice, table) in &self.hot {
+            for e in table {
+                acc.clear();
+                e.accs.encode(&mut acc);
+                blob.extend_from_slice(&slice.to_be_bytes());
+                blob.extend_from_slice(&e.hash.to_be_bytes());
+                blob.extend_from_slice(&e.key_group.to_be_bytes());
+                blob.extend_from_slice(&(e.key.len() as u32).to_be_bytes());
+                blob.extend_from_slice(&e.key);
+                blob.extend_from_slice(&(acc.len() as u32).to_be_bytes());
+                blob.extend_from_slice(&acc);
+            }
+        }
         Ok(OperatorSnapshot {
             meta: serde_json::json!({ "watermark": self.watermark, "cold_until": self.cold_until }),
             blob: Some(blob),
         })
     }
+}
+
+/// Hot-tier entries with their slice start.
+type SliceEntries = Vec<(i64, HotEntry)>;
+
+/// A window snapshot's parts: the backend snapshot, and the hot tier's entries by slice.
+fn split_snapshot(blob: &[u8]) -> Result<(&[u8], SliceEntries), OperatorError> {
+    let bad = || OperatorError::new("a window snapshot is truncated or corrupt");
+    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, OperatorError> {
+        if b.len() < n {
+            return Err(bad());
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h.to_vec())
+    };
+    let mut rest = blob;
+    let n = u64::from_be_bytes(take(&mut rest, 8)?.try_into().map_err(|_| bad())?) as usize;
+    if rest.len() < n {
+        return Err(bad());
+    }
+    let (backend, mut rest) = rest.split_at(n);
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let slice = i64::from_be_bytes(take(&mut rest, 8)?.try_into().map_err(|_| bad())?);
+        let hash = u64::from_be_bytes(take(&mut rest, 8)?.try_into().map_err(|_| bad())?);
+        let key_group = u16::from_be_bytes(take(&mut rest, 2)?.try_into().map_err(|_| bad())?);
+        let len = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| bad())?) as usize;
+        let key = take(&mut rest, len)?.into_boxed_slice();
+        let len = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| bad())?) as usize;
+        let accs = Accs::decode(&take(&mut rest, len)?)?;
+        entries.push((slice, HotEntry { hash, key_group, key, accs }));
+    }
+    Ok((backend, entries))
 }
 
 #[cfg(test)]
