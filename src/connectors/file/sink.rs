@@ -428,11 +428,15 @@ fn run_id() -> &'static str {
 }
 
 impl Drop for FileWriter {
-    /// Files still open were not finished (the run failed or was cut short): remove them.
+    /// Files still open were not finished (the run failed or was cut short): remove them,
+    /// and an `s3://` sink's staging folder with them.
     fn drop(&mut self) {
         for (_, f) in self.open.drain() {
             drop(f.writer);
             let _ = std::fs::remove_file(&f.tmp);
+        }
+        if self.remote.is_some() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
