@@ -380,7 +380,9 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
     // Until this run completes a checkpoint of its own, a restart restores what the first
     // attempt did (the one `--from` named, none with `--fresh`, with state `--allow-state-loss`
     // dropped), not whatever is latest in the storage.
-    let first_restore = restored.clone();
+    // (Kept in memory only while a restart may need it.)
+    let mut first_restore =
+        restored.clone().filter(|_| p.restart.as_ref().is_some_and(|r| !matches!(r, crate::spec::Restart::None)));
     let mut completed_any = false;
     loop {
         if let Some(r) = &restored {
@@ -433,7 +435,9 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             master = master.with_checkpoints(CheckpointSettings { first_id: next_id, ..c.settings.clone() });
         }
         let storage = checkpointing.as_ref().map(|c| c.storage.clone());
+        // The restored state is held only until the subtasks have taken theirs (deployment).
         let restored_arc = restored.take().map(Arc::new);
+        let mut running_logged = restored_arc.is_none();
         let mut executor = TaskExecutor::new(
             v,
             ExecutorOptions {
@@ -441,13 +445,12 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                 capture_sinks,
                 test_inputs: test_inputs.take(),
                 storage,
-                restored: restored_arc.clone(),
+                restored: restored_arc,
             },
         );
         let mut to_executor: VecDeque<ToExecutor> = master.start().into();
         let mut last_progress = Instant::now();
         let attempt_started = Instant::now();
-        let mut running_logged = restored_arc.is_none();
         restarts.last_start = Instant::now();
         loop {
             while let Some(m) = to_executor.pop_front() {
@@ -496,6 +499,9 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
         }
         let captured = executor.shutdown();
         completed_any |= master.completed_checkpoint().is_some();
+        if completed_any {
+            first_restore = None;
+        }
         next_id = next_id.max(master.completed_checkpoint().map_or(0, |c| c + 1)).max(master.next_checkpoint_id());
         if let Some(f) = master.failure() {
             let mut error = f.error.clone();

@@ -184,7 +184,10 @@ impl<'a> TaskExecutor<'a> {
                     })
                     .count();
                 self.state = crate::state::StateEnv::new(&p.name, p.state.as_ref(), stateful);
-                self.deploy(generation, subtasks)
+                let replies = self.deploy(generation, subtasks);
+                // Every operator has restored its state: the checkpoint's bytes can go.
+                self.options.restored = None;
+                replies
             }
             _ if self.generation != Some(generation) => Vec::new(),
             ToExecutor::TriggerCheckpoint { checkpoint, savepoint, stop, .. } => {
