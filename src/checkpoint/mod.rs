@@ -174,20 +174,43 @@ impl Restored {
     }
 }
 
+/// The id of a checkpoint folder name (`chk-N` or `sp-N`), and whether it is a savepoint.
+pub fn folder_id(dir: &str) -> Option<(u64, bool)> {
+    match (dir.strip_prefix("chk-"), dir.strip_prefix("sp-")) {
+        (Some(id), _) => Some((id.parse().ok()?, false)),
+        (_, Some(id)) => Some((id.parse().ok()?, true)),
+        _ => None,
+    }
+}
+
+/// What a storage holds, from one listing.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// The largest id of any checkpoint or savepoint folder, complete or not.
+    pub max_id: Option<u64>,
+    /// The complete ones' ids and manifest names, newest first.
+    pub manifests: Vec<(u64, String)>,
+}
+
+/// Lists `storage` once.
+pub fn inventory(storage: &Storage) -> StorageResult<Inventory> {
+    let mut inv = Inventory::default();
+    for (name, _) in storage.list("")? {
+        let Some((dir, file)) = name.split_once('/') else { continue };
+        let Some((id, _)) = folder_id(dir) else { continue };
+        inv.max_id = inv.max_id.max(Some(id));
+        if file == MANIFEST {
+            inv.manifests.push((id, name));
+        }
+    }
+    inv.manifests.sort_by(|a, b| b.cmp(a));
+    Ok(inv)
+}
+
 /// Ids of the complete checkpoints and savepoints in `storage`, newest first, with their
 /// manifest names.
 pub fn manifests(storage: &Storage) -> StorageResult<Vec<(u64, String)>> {
-    let mut found: Vec<(u64, String)> = storage
-        .list("")?
-        .into_iter()
-        .filter_map(|(name, _)| {
-            let dir = name.strip_suffix(&format!("/{MANIFEST}"))?;
-            let id = dir.strip_prefix("chk-").or_else(|| dir.strip_prefix("sp-"))?.parse().ok()?;
-            Some((id, name))
-        })
-        .collect();
-    found.sort_by(|a, b| b.cmp(a));
-    Ok(found)
+    Ok(inventory(storage)?.manifests)
 }
 
 /// Why a checkpoint cannot be used.
@@ -251,8 +274,18 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str) -> Result<Re
 /// The latest complete checkpoint or savepoint of `pipeline` in `storage` that reads back
 /// whole; corrupt ones are skipped, each with a message in `skipped`.
 pub fn latest(storage: &Storage, pipeline: &str, skipped: &mut Vec<String>) -> Result<Option<Restored>, LoadError> {
-    for (_, name) in manifests(storage)? {
-        match load(storage, &name, pipeline) {
+    latest_of(storage, &manifests(storage)?, pipeline, skipped)
+}
+
+/// [`latest`] among `manifests` (newest first, as [`Inventory::manifests`]).
+pub fn latest_of(
+    storage: &Storage,
+    manifests: &[(u64, String)],
+    pipeline: &str,
+    skipped: &mut Vec<String>,
+) -> Result<Option<Restored>, LoadError> {
+    for (_, name) in manifests {
+        match load(storage, name, pipeline) {
             Ok(r) => return Ok(Some(r)),
             Err(LoadError::Corrupt(why)) => skipped.push(why),
             Err(e) => return Err(e),
@@ -274,7 +307,7 @@ pub fn open_location(
     let trimmed = location.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix(MANIFEST).map_or(trimmed, |t| t.trim_end_matches('/'));
     let (parent, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
-    let is_checkpoint = ["chk-", "sp-"].iter().any(|p| last.strip_prefix(p).is_some_and(|n| n.parse::<u64>().is_ok()));
+    let is_checkpoint = folder_id(last).is_some();
     let relative = !location.contains("://") && !location.starts_with('/');
     if let (true, Some(storage)) = (relative, inside) {
         if !is_checkpoint {
@@ -311,7 +344,7 @@ pub fn retain(storage: &Storage, retain: usize, latest: u64) -> StorageResult<()
         if dir.starts_with("sp-") && file == MANIFEST {
             savepoints.push(name.clone());
         }
-        let Some(id) = dir.strip_prefix("chk-").and_then(|i| i.parse::<u64>().ok()) else { continue };
+        let Some((id, false)) = folder_id(dir) else { continue };
         if file == MANIFEST {
             complete.push(id);
         }
@@ -440,23 +473,37 @@ impl Lease {
     }
 }
 
+/// One fault-injection variable: `<point>:<n>` names the `n`th time the process reaches `point`.
+struct Injection {
+    var: &'static str,
+    target: std::sync::OnceLock<Option<(String, u64)>>,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Injection {
+    const fn new(var: &'static str) -> Injection {
+        Injection { var, target: std::sync::OnceLock::new(), seen: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// The `n` of the variable if this call to `point` is the `n`th.
+    fn hit(&self, point: &str) -> Option<u64> {
+        let target = self.target.get_or_init(|| {
+            let v = std::env::var(self.var).ok()?;
+            let (p, n) = v.split_once(':')?;
+            Some((p.to_string(), n.parse().ok()?))
+        });
+        let (_, n) = target.as_ref().filter(|(p, _)| p == point)?;
+        (self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *n).then_some(*n)
+    }
+}
+
 /// Fault injection for crash tests: with `SLUICE_CRASH_AT=<point>:<n>` in the environment,
 /// the process aborts (as abruptly as SIGKILL: no cleanup) the `n`th time it reaches `point`:
 /// `upload` (a snapshot blob about to be stored), `manifest` (right after a manifest is
 /// written, before anyone is told) or `commit` (a sink between committing two files).
 pub fn crash_point(point: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static TARGET: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
-    static SEEN: AtomicU64 = AtomicU64::new(0);
-    let target = TARGET.get_or_init(|| {
-        let v = std::env::var("SLUICE_CRASH_AT").ok()?;
-        let (p, n) = v.split_once(':')?;
-        Some((p.to_string(), n.parse().ok()?))
-    });
-    if let Some((p, n)) = target
-        && p == point
-        && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n
-    {
+    static CRASH: Injection = Injection::new("SLUICE_CRASH_AT");
+    if let Some(n) = CRASH.hit(point) {
         eprintln!("SLUICE_CRASH_AT: aborting at {point} #{n}");
         std::process::abort();
     }
@@ -466,19 +513,10 @@ pub fn crash_point(point: &str) {
 /// the `n`th time the process reaches `point` (the points of [`crash_point`]) fails with a
 /// retryable error, as an outside system's hiccup would.
 pub fn fail_point(point: &str) -> Result<(), crate::runtime::OperatorError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static TARGET: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
-    static SEEN: AtomicU64 = AtomicU64::new(0);
-    let target = TARGET.get_or_init(|| {
-        let v = std::env::var("SLUICE_FAIL_AT").ok()?;
-        let (p, n) = v.split_once(':')?;
-        Some((p.to_string(), n.parse().ok()?))
-    });
-    match target {
-        Some((p, n)) if p == point && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n => {
-            Err(crate::runtime::OperatorError::external(format!("injected failure at {point} #{n}"), true))
-        }
-        _ => Ok(()),
+    static FAIL: Injection = Injection::new("SLUICE_FAIL_AT");
+    match FAIL.hit(point) {
+        Some(n) => Err(crate::runtime::OperatorError::external(format!("injected failure at {point} #{n}"), true)),
+        None => Ok(()),
     }
 }
 

@@ -243,18 +243,14 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let storage = Storage::open(&c.storage, c.s3.as_ref()).map_err(fail)?;
         let lease = Lease::acquire(&storage, &p.name).map_err(fail)?;
         // Ids and generations go on from everything the storage holds, complete or not.
-        let objects = storage.list("").map_err(fail)?;
-        let ids = objects.iter().filter_map(|(n, _)| {
-            let dir = n.split('/').next()?;
-            dir.strip_prefix("chk-").or_else(|| dir.strip_prefix("sp-"))?.parse::<u64>().ok()
-        });
+        let inventory = checkpoint::inventory(&storage).map_err(fail)?;
         let too_many = || {
             job_error(
                 "checkpoints",
                 OperatorError::new(format!("storage `{}` holds a checkpoint id too large to go on from", c.storage)),
             )
         };
-        next_id = ids.max().unwrap_or(0).checked_add(1).ok_or_else(too_many)?;
+        next_id = inventory.max_id.unwrap_or(0).checked_add(1).ok_or_else(too_many)?;
         let mut skipped = Vec::new();
         let mut newest = match (&from, fresh) {
             (Some(from), _) => {
@@ -266,24 +262,25 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
                 })?)
             }
             (None, true) => None,
-            (None, false) => checkpoint::latest(&storage, &p.name, &mut skipped)
+            (None, false) => checkpoint::latest_of(&storage, &inventory.manifests, &p.name, &mut skipped)
                 .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?,
         };
         for s in skipped {
             log(&format!("skipping a checkpoint: {s}"));
         }
-        if let Some((_, name)) = checkpoint::manifests(&storage).map_err(fail)?.first() {
-            let newest_generation = storage
+        // The newest manifest's generation (read again only when that is not the one restored).
+        let newest_generation = match (inventory.manifests.first(), &newest) {
+            (Some((id, _)), Some(r)) if *id == r.manifest.id => Some(r.manifest.generation),
+            (Some((_, name)), _) => storage
                 .get(name)
                 .ok()
                 .flatten()
                 .and_then(|b| serde_json::from_slice::<checkpoint::Manifest>(&b).ok())
-                .map_or(0, |m| m.generation);
-            generation = newest_generation.saturating_add(1);
-        }
-        if let Some(r) = &newest {
-            generation = generation.max(r.manifest.generation.saturating_add(1));
-        }
+                .map(|m| m.generation),
+            (None, _) => None,
+        };
+        let restored_generation = newest.as_ref().map(|r| r.manifest.generation);
+        generation = newest_generation.max(restored_generation).map_or(1, |g| g.saturating_add(1));
         if let Some(r) = newest.as_mut() {
             let changes = checkpoint::compat::compare(v, &plan, &r.manifest);
             let lost: Vec<&checkpoint::compat::StateChange> = changes.iter().filter(|c| c.loses_state()).collect();
