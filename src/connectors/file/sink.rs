@@ -535,6 +535,11 @@ mod tests {
         assert!(!tmp.exists() && !stray.exists());
         assert!(other.exists(), "another sink's file stays");
         commit(&p, None).unwrap();
+        let gone =
+            Pending::Local { tmp: d.join(".part-s-0-1-00009.csv.inprogress"), path: d.join("part-s-0-1-00009.csv") };
+        let meta = serde_json::to_value(SinkState { pending: vec![gone] }).unwrap();
+        let e = recover(d, "s", &[&meta], None).unwrap_err();
+        assert!(e.message.contains("part-s-0-1-00009.csv") && e.message.contains("was the output folder"), "{e}");
         let foreign = Pending::Local { tmp: d.join("notes.txt"), path: d.join("elsewhere.txt") };
         let meta = serde_json::to_value(SinkState { pending: vec![foreign] }).unwrap();
         assert!(recover(d, "s", &[&meta], None).unwrap_err().message.contains("not one of its in-progress files"));
