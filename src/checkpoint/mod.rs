@@ -11,6 +11,7 @@
 //! pipeline off one storage. The barrier protocol itself is in [`crate::runtime`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use twox_hash::XxHash64;
@@ -30,12 +31,31 @@ pub const MANIFEST: &str = "_manifest.json";
 pub const LEASE: &str = "_lease.json";
 
 /// What an operator's subtask hands over at a barrier.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct OperatorSnapshot {
     /// Small state kept inline in the manifest (positions, pending files, a watermark).
     pub meta: serde_json::Value,
     /// Bulk state uploaded as its own object (keyed state).
     pub blob: Option<Vec<u8>>,
+    /// Keyed state as the backend's own files (RocksDB), uploaded incrementally: a file
+    /// whose key a completed checkpoint already stored is referred to, not uploaded again.
+    pub native: Option<crate::state::backend::NativeSnapshot>,
+}
+
+/// A stored file of a native snapshot (see [`OperatorSnapshot::native`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Its name in the backend's folder.
+    pub file: String,
+    /// The identity of an immutable file, shared by every checkpoint that refers to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The object's name relative to the storage root (possibly in an older checkpoint's folder).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its XXH64, checked when it is fetched back.
+    pub xxh64: u64,
 }
 
 /// A stored blob.
@@ -60,6 +80,16 @@ pub struct StateHandle {
     /// Uploaded state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<BlobRef>,
+    /// Native snapshot files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileRef>,
+}
+
+impl StateHandle {
+    /// Names of every object it refers to.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.blob.iter().map(|b| b.name.as_str()).chain(self.files.iter().map(|f| f.name.as_str()))
+    }
 }
 
 /// One operator in a manifest.
@@ -114,9 +144,24 @@ impl Manifest {
         Manifest::folder(self.id, self.savepoint)
     }
 
-    /// Bytes of uploaded state.
+    /// Bytes of state it refers to (its own and files stored by earlier checkpoints).
     pub fn state_bytes(&self) -> u64 {
-        self.operators.iter().flat_map(|o| &o.subtasks).filter_map(|s| s.blob.as_ref()).map(|b| b.size).sum()
+        self.handles()
+            .map(|s| s.blob.as_ref().map_or(0, |b| b.size) + s.files.iter().map(|f| f.size).sum::<u64>())
+            .sum()
+    }
+
+    /// Bytes of state stored in its own folder: what this checkpoint uploaded.
+    pub fn new_bytes(&self) -> u64 {
+        let dir = format!("{}/", self.dir());
+        let blobs = self.handles().filter_map(|s| s.blob.as_ref()).filter(|b| b.name.starts_with(&dir)).map(|b| b.size);
+        let files = self.handles().flat_map(|s| &s.files).filter(|f| f.name.starts_with(&dir)).map(|f| f.size);
+        blobs.sum::<u64>() + files.sum::<u64>()
+    }
+
+    /// Every subtask's state handle.
+    pub fn handles(&self) -> impl Iterator<Item = &StateHandle> {
+        self.operators.iter().flat_map(|o| &o.subtasks)
     }
 
     /// The entry of operator `id`.
@@ -164,6 +209,10 @@ pub struct Restored {
     pub blobs: HashMap<(String, usize), Vec<u8>>,
     /// Where it was read from (for messages).
     pub location: String,
+    /// The storage it was read from.
+    pub storage: Storage,
+    /// Its native snapshot files, fetched and checked (when they were asked for).
+    pub staged: Option<Arc<Staged>>,
 }
 
 impl Restored {
@@ -172,6 +221,60 @@ impl Restored {
         let Some(o) = self.manifest.operator(id) else { return Vec::new() };
         o.subtasks.iter().map(|s| (&s.meta, self.blobs.get(&(id.to_string(), s.subtask)).map(Vec::as_slice))).collect()
     }
+
+    /// The native snapshot files every subtask of operator `id` wrote, fetched to local paths,
+    /// each with the key groups its subtask owned.
+    pub fn native_parts(&self, id: &str) -> Vec<crate::state::NativePart> {
+        let (Some(o), Some(staged)) = (self.manifest.operator(id), &self.staged) else { return Vec::new() };
+        o.subtasks
+            .iter()
+            .filter(|s| !s.files.is_empty())
+            .map(|s| crate::state::NativePart {
+                key_groups: crate::state::key_group_range(
+                    s.subtask as u32,
+                    self.manifest.max_parallelism,
+                    o.parallelism as u32,
+                ),
+                files: s
+                    .files
+                    .iter()
+                    .map(|f| crate::state::StagedFile {
+                        name: f.file.clone(),
+                        path: staged.path(&f.name),
+                        key: f.key.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// A checkpoint's native snapshot files fetched to a local folder, removed when dropped.
+#[derive(Debug)]
+pub struct Staged {
+    dir: std::path::PathBuf,
+}
+
+impl Staged {
+    /// Where the object `name` was fetched to.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name.replace('/', "--"))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether [`load`] fetches native snapshot files (to restore) or only checks they are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Fetch every file to a local folder and check its checksum.
+    Files,
+    /// Check each file's size only.
+    Sizes,
 }
 
 /// The id of a checkpoint folder name (`chk-N` or `sp-N`), and whether it is a savepoint.
@@ -234,8 +337,8 @@ impl From<StorageError> for LoadError {
     }
 }
 
-/// Reads the checkpoint whose manifest is `manifest_name` and checks every blob.
-pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str) -> Result<Restored, LoadError> {
+/// Reads the checkpoint whose manifest is `manifest_name` and checks every blob and file.
+pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: Fetch) -> Result<Restored, LoadError> {
     let location = format!("{}/{manifest_name}", storage.url().trim_end_matches('/'));
     let bytes = storage
         .get(manifest_name)?
@@ -268,13 +371,62 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str) -> Result<Re
             blobs.insert((o.id.clone(), s.subtask), body.to_vec());
         }
     }
-    Ok(Restored { manifest, blobs, location })
+    let files: Vec<&FileRef> = manifest.handles().flat_map(|s| &s.files).collect();
+    let staged = match fetch {
+        _ if files.is_empty() => None,
+        Fetch::Sizes => {
+            for f in files {
+                check_file(storage, f, storage.size(&f.name).ok().map(|size| (size, f.xxh64)))?;
+            }
+            None
+        }
+        Fetch::Files => {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            checkpoint_tmp_cleanup();
+            let dir = std::env::temp_dir().join(format!("sluice-restore-{}-{random:016x}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| LoadError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+            let staged = Staged { dir };
+            for f in files {
+                check_file(storage, f, storage.fetch(&f.name, &staged.path(&f.name))?)?;
+            }
+            Some(Arc::new(staged))
+        }
+    };
+    Ok(Restored { manifest, blobs, location, storage: storage.clone(), staged })
+}
+
+/// Removes restore folders that killed runs left in the temp folder.
+fn checkpoint_tmp_cleanup() {
+    remove_left_by_dead_processes(&std::env::temp_dir(), "sluice-restore-", |_| true);
+}
+
+/// A native snapshot file found with `found` (size and XXH64), or why the checkpoint is corrupt.
+fn check_file(storage: &Storage, f: &FileRef, found: Option<(u64, u64)>) -> Result<(), LoadError> {
+    let shown = format!("{}/{}", storage.url().trim_end_matches('/'), f.name);
+    match found {
+        None => Err(LoadError::Corrupt(format!("checkpoint file `{shown}` is missing"))),
+        Some((size, _)) if size != f.size => Err(LoadError::Corrupt(format!(
+            "checkpoint file `{shown}` is corrupt (truncated: {size} bytes where {} were written)",
+            f.size
+        ))),
+        Some((_, hash)) if hash != f.xxh64 => {
+            Err(LoadError::Corrupt(format!("checkpoint file `{shown}` is corrupt (checksum mismatch)")))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// The latest complete checkpoint or savepoint of `pipeline` in `storage` that reads back
 /// whole; corrupt ones are skipped, each with a message in `skipped`.
-pub fn latest(storage: &Storage, pipeline: &str, skipped: &mut Vec<String>) -> Result<Option<Restored>, LoadError> {
-    latest_of(storage, &manifests(storage)?, pipeline, skipped)
+pub fn latest(
+    storage: &Storage,
+    pipeline: &str,
+    fetch: Fetch,
+    skipped: &mut Vec<String>,
+) -> Result<Option<Restored>, LoadError> {
+    latest_of(storage, &manifests(storage)?, pipeline, fetch, skipped)
 }
 
 /// [`latest`] among `manifests` (newest first, as [`Inventory::manifests`]).
@@ -282,10 +434,11 @@ pub fn latest_of(
     storage: &Storage,
     manifests: &[(u64, String)],
     pipeline: &str,
+    fetch: Fetch,
     skipped: &mut Vec<String>,
 ) -> Result<Option<Restored>, LoadError> {
     for (_, name) in manifests {
-        match load(storage, name, pipeline) {
+        match load(storage, name, pipeline, fetch) {
             Ok(r) => return Ok(Some(r)),
             Err(LoadError::Corrupt(why)) => skipped.push(why),
             Err(e) => return Err(e),
@@ -303,6 +456,7 @@ pub fn open_location(
     inside: Option<&Storage>,
     s3: Option<&S3Options>,
     pipeline: &str,
+    fetch: Fetch,
 ) -> Result<Option<Restored>, String> {
     let trimmed = location.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix(MANIFEST).map_or(trimmed, |t| t.trim_end_matches('/'));
@@ -316,19 +470,19 @@ pub fn open_location(
                 storage.url()
             ));
         }
-        return load(storage, &format!("{trimmed}/{MANIFEST}"), pipeline).map(Some).map_err(|e| e.to_string());
+        return load(storage, &format!("{trimmed}/{MANIFEST}"), pipeline, fetch).map(Some).map_err(|e| e.to_string());
     }
     if !is_checkpoint {
         let storage = Storage::open_existing(location, s3).map_err(|e| e.0)?;
         let mut skipped = Vec::new();
-        let found = latest(&storage, pipeline, &mut skipped).map_err(|e| e.to_string())?;
+        let found = latest(&storage, pipeline, fetch, &mut skipped).map_err(|e| e.to_string())?;
         for s in skipped {
             eprintln!("skipping a checkpoint: {s}");
         }
         return Ok(found);
     }
     let storage = Storage::open_existing(if parent.is_empty() { "." } else { parent }, s3).map_err(|e| e.0)?;
-    load(&storage, &format!("{last}/{MANIFEST}"), pipeline).map(Some).map_err(|e| e.to_string())
+    load(&storage, &format!("{last}/{MANIFEST}"), pipeline, fetch).map(Some).map_err(|e| e.to_string())
 }
 
 /// Removes checkpoints (not savepoints) beyond the newest `retain` complete ones, and
@@ -359,9 +513,7 @@ pub fn retain(storage: &Storage, retain: usize, latest: u64) -> StorageResult<()
         // Without every kept manifest's references nothing can be deleted safely.
         let m = serde_json::from_slice::<Manifest>(&bytes)
             .map_err(|e| StorageError(format!("`{name}` is unreadable ({e}); old checkpoints are kept")))?;
-        referenced.extend(
-            m.operators.iter().flat_map(|o| &o.subtasks).filter_map(|s| s.blob.as_ref()).map(|b| b.name.clone()),
-        );
+        referenced.extend(m.handles().flat_map(StateHandle::objects).map(str::to_string));
     }
     for (id, names) in folders {
         if keep.contains(&id) || id >= latest {
@@ -404,6 +556,24 @@ fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default()
+}
+
+/// Removes the folders in `base` named `{prefix}{pid}-{rest}` that a process no longer running
+/// on this host left behind (it was killed before it could remove them), where `rest` passes
+/// `rest_ok`.
+pub fn remove_left_by_dead_processes(base: &std::path::Path, prefix: &str, rest_ok: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((pid, rest)) = name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|r| r.split_once('-'))
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && rest_ok(rest) && !process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -566,6 +736,7 @@ mod tests {
                 subtask: i,
                 meta: serde_json::Value::Null,
                 blob: Some(BlobRef { name: b.to_string(), size: 1 }),
+                files: Vec::new(),
             })
             .collect();
         let m = Manifest {

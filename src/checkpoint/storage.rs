@@ -4,6 +4,8 @@
 //! Calls are blocking wrappers over one shared tokio runtime, except [`Storage::put_async`],
 //! which subtask snapshots upload through without waiting.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use futures::TryStreamExt;
@@ -47,6 +49,25 @@ pub struct StorageError(pub String);
 /// Storage results.
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// Part size of multipart uploads of large files.
+const MULTIPART_CHUNK: usize = 16 << 20;
+
+/// The size and XXH64 of a local file.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hash = twox_hash::XxHash64::with_seed(0);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, std::hash::Hasher::finish(&hash)));
+        }
+        std::hash::Hasher::write(&mut hash, &buf[..n]);
+        size += n as u64;
+    }
+}
+
 /// The runtime every storage call runs on.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -68,6 +89,8 @@ pub struct Storage {
     multipart: Option<Arc<dyn MultipartStore>>,
     prefix: StorePath,
     url: String,
+    /// The folder of a local storage: files go in and out of it by hard link where they can.
+    local: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -123,6 +146,7 @@ impl Storage {
                 store,
                 prefix: StorePath::from(prefix.trim_end_matches('/')),
                 url: url.to_string(),
+                local: None,
             });
         }
         let folder = url.strip_prefix("file://").unwrap_or(url);
@@ -134,7 +158,13 @@ impl Storage {
         let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| bad(e.to_string()))?
             .with_automatic_cleanup(true);
-        Ok(Storage { store: Arc::new(store), multipart: None, prefix: StorePath::default(), url: url.to_string() })
+        Ok(Storage {
+            store: Arc::new(store),
+            multipart: None,
+            prefix: StorePath::default(),
+            url: url.to_string(),
+            local: Some(root),
+        })
     }
 
     /// Opens `url` to read what is there: a local folder must exist (nothing is created).
@@ -179,6 +209,94 @@ impl Storage {
     pub async fn put_async(&self, name: &str, bytes: Vec<u8>) -> StorageResult<()> {
         self.store.put(&self.path(name), PutPayload::from(bytes)).await.map_err(|e| self.error("write", name, e))?;
         Ok(())
+    }
+
+    /// Stores the local file `file` as `name` (replacing it); returns its size and XXH64. A
+    /// local storage hard-links the file in when the file system allows (stored files are
+    /// never changed in place); S3 gets a multipart upload when the file is large.
+    pub async fn put_file(&self, name: &str, file: &Path) -> StorageResult<(u64, u64)> {
+        let read_error = |e: std::io::Error| StorageError(format!("cannot read {} to store it: {e}", file.display()));
+        if let Some(root) = &self.local {
+            let to = root.join(name);
+            let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+            let write_error = |e: std::io::Error| StorageError(format!("cannot write `{name}` in `{}`: {e}", self.url));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(write_error)?;
+            }
+            let _ = std::fs::remove_file(&tmp);
+            if std::fs::hard_link(file, &tmp).is_err() {
+                std::fs::copy(file, &tmp).map_err(write_error)?;
+            }
+            std::fs::rename(&tmp, &to).map_err(write_error)?;
+            return hash_file(&to).map_err(read_error);
+        }
+        let mut f = std::fs::File::open(file).map_err(read_error)?;
+        let len = f.metadata().map_err(read_error)?.len();
+        let path = self.path(name);
+        let mut hash = twox_hash::XxHash64::with_seed(0);
+        if len <= MULTIPART_CHUNK as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut bytes).map_err(read_error)?;
+            std::hash::Hasher::write(&mut hash, &bytes);
+            let size = bytes.len() as u64;
+            self.store.put(&path, PutPayload::from(bytes)).await.map_err(|e| self.error("write", name, e))?;
+            return Ok((size, std::hash::Hasher::finish(&hash)));
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(|e| self.error("start uploading", name, e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(read_error)?;
+            if n == 0 {
+                break;
+            }
+            std::hash::Hasher::write(&mut hash, &buf[..n]);
+            size += n as u64;
+            w.wait_for_capacity(4).await.map_err(|e| self.error("upload", name, e))?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await.map_err(|e| self.error("upload", name, e))?;
+        Ok((size, std::hash::Hasher::finish(&hash)))
+    }
+
+    /// Fetches `name` into the local file `to` (replacing it); returns the size and XXH64 of
+    /// what was fetched, `Ok(None)` when `name` does not exist. A local storage hard-links.
+    pub fn fetch(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
+        let write_error = |e: std::io::Error| StorageError(format!("cannot write {}: {e}", to.display()));
+        let _ = std::fs::remove_file(to);
+        if let Some(root) = &self.local {
+            let from = root.join(name);
+            if !from.exists() {
+                return Ok(None);
+            }
+            if std::fs::hard_link(&from, to).is_err() {
+                std::fs::copy(&from, to).map_err(|e| self.error_io("read", name, e))?;
+            }
+            return hash_file(to).map(Some).map_err(|e| self.error_io("read", name, e));
+        }
+        let path = self.path(name);
+        runtime().block_on(async {
+            let mut stream = match self.store.get(&path).await {
+                Ok(r) => r.into_stream(),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(self.error("read", name, e)),
+            };
+            let mut out = std::io::BufWriter::new(std::fs::File::create(to).map_err(write_error)?);
+            let mut hash = twox_hash::XxHash64::with_seed(0);
+            let mut size = 0u64;
+            while let Some(chunk) = stream.try_next().await.map_err(|e| self.error("read", name, e))? {
+                std::hash::Hasher::write(&mut hash, &chunk);
+                size += chunk.len() as u64;
+                out.write_all(&chunk).map_err(write_error)?;
+            }
+            out.flush().map_err(write_error)?;
+            Ok(Some((size, std::hash::Hasher::finish(&hash))))
+        })
+    }
+
+    fn error_io(&self, what: &str, name: &str, e: std::io::Error) -> StorageError {
+        StorageError(format!("cannot {what} `{name}` in `{}`: {e}", self.url))
     }
 
     /// Writes `name` only if it does not exist; `Ok(false)` when it did.

@@ -54,11 +54,13 @@ pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCo
                     "generation": m.generation,
                     "duration_ms": m.duration_ms,
                     "state_bytes": m.state_bytes(),
+                    "new_bytes": m.new_bytes(),
                     "location": format!("{}/{}", url.trim_end_matches('/'), m.dir()),
                     "operators": m.operators.iter().map(|o| serde_json::json!({
                         "id": o.id,
                         "parallelism": o.parallelism,
-                        "state_bytes": o.subtasks.iter().filter_map(|s| s.blob.as_ref()).map(|b| b.size).sum::<u64>(),
+                        "state_bytes": o.subtasks.iter().map(|s| s.blob.as_ref().map_or(0, |b| b.size)
+                            + s.files.iter().map(|f| f.size).sum::<u64>()).sum::<u64>(),
                     })).collect::<Vec<_>>(),
                     "sources": m.splits.keys().filter_map(|s| m.operator(s)).map(|o| (o.id.clone(),
                         serde_json::Value::Array(o.subtasks.iter().map(|s| s.meta.clone()).collect()))).collect::<serde_json::Map<_, _>>(),
@@ -75,8 +77,8 @@ pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCo
     }
     writeln!(
         out,
-        "{:>6}  {:10}  {:24}  {:>10}  {:>8}  {:9}  sources",
-        "id", "kind", "time", "state", "took", "operators"
+        "{:>6}  {:10}  {:24}  {:>10}  {:>10}  {:>8}  {:9}  sources",
+        "id", "kind", "time", "state", "uploaded", "took", "operators"
     )?;
     for r in &rows {
         match r {
@@ -85,10 +87,11 @@ pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCo
                 let sources: Vec<String> = m.splits.keys().map(|s| positions(m, s)).filter(|s| !s.is_empty()).collect();
                 writeln!(
                     out,
-                    "{:>6}  {kind:10}  {:24}  {:>10}  {:>6}ms  {:9}  {}",
+                    "{:>6}  {kind:10}  {:24}  {:>10}  {:>10}  {:>6}ms  {:9}  {}",
                     m.id,
                     m.time,
                     format_bytes(m.state_bytes()),
+                    format_bytes(m.new_bytes()),
                     m.duration_ms,
                     m.operators.len(),
                     sources.join("; ")
@@ -124,7 +127,8 @@ pub fn plan_against(
         return Ok(ExitCode::from(1));
     };
     let s3 = v.pipeline.checkpoints.as_ref().and_then(|c| c.s3.as_ref());
-    let restored = checkpoint::open_location(against, None, s3, &v.pipeline.name).map_err(|e| anyhow::anyhow!(e))?;
+    let restored = checkpoint::open_location(against, None, s3, &v.pipeline.name, checkpoint::Fetch::Sizes)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let Some(r) = restored else { anyhow::bail!("`{against}` holds no complete checkpoint") };
     let plan = sluice::plan::build(v);
     let changes = compat::compare(v, &plan, &r.manifest);

@@ -255,15 +255,17 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let mut newest = match (&from, fresh) {
             (Some(from), _) => {
                 let inside = (!from.contains("://") && !from.starts_with('/')).then_some(&storage);
-                let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name)
+                let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name, checkpoint::Fetch::Files)
                     .map_err(|e| job_error("checkpoints", OperatorError::new(e)))?;
                 Some(r.ok_or_else(|| {
                     job_error("checkpoints", OperatorError::new(format!("`{from}` holds no complete checkpoint")))
                 })?)
             }
             (None, true) => None,
-            (None, false) => checkpoint::latest_of(&storage, &inventory.manifests, &p.name, &mut skipped)
-                .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?,
+            (None, false) => {
+                checkpoint::latest_of(&storage, &inventory.manifests, &p.name, checkpoint::Fetch::Files, &mut skipped)
+                    .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?
+            }
         };
         for s in skipped {
             log(&format!("skipping a checkpoint: {s}"));
@@ -520,7 +522,7 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             restored = match &checkpointing {
                 Some(c) if completed_any => {
                     let mut skipped = Vec::new();
-                    let latest = checkpoint::latest(&c.storage, &p.name, &mut skipped)
+                    let latest = checkpoint::latest(&c.storage, &p.name, checkpoint::Fetch::Files, &mut skipped)
                         .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?;
                     for s in skipped {
                         log(&format!("skipping a checkpoint: {s}"));
@@ -613,9 +615,10 @@ fn store_checkpoint(
         log(&format!("savepoint {} written to {}/{}", ready.id, c.storage.url().trim_end_matches('/'), manifest.dir()));
     } else if c.verbose {
         log(&format!(
-            "checkpoint {} complete: {} bytes of state in {} ms",
+            "checkpoint {} complete: {} bytes of state ({} uploaded) in {} ms",
             ready.id,
             manifest.state_bytes(),
+            manifest.new_bytes(),
             manifest.duration_ms
         ));
     }

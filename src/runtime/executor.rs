@@ -27,7 +27,7 @@ use super::task::{InputWatermarks, Node, Report, TaskFailure, WatermarkGen, run_
 use super::{
     BuildContext, Operator, OperatorError, OperatorMetrics, OperatorSnapshot, Output, SourceEvent, SourceReader,
 };
-use crate::checkpoint::StateHandle;
+use crate::checkpoint::{FileRef, StateHandle};
 use crate::spec::Validated;
 
 /// Rows and watermarks given to a source instead of its connector (for `sluice test`).
@@ -140,12 +140,25 @@ pub struct TaskExecutor<'a> {
     state: Arc<crate::state::StateEnv>,
     /// Checkpoint folder per checkpoint in flight (`chk-…` or `sp-…`).
     folders: HashMap<u64, String>,
+    /// Native snapshot files the latest completed checkpoint (or the restored one) stored, by
+    /// key: a checkpoint refers to these instead of uploading them again.
+    stored_files: Arc<HashMap<String, FileRef>>,
+    /// Native snapshot files of each checkpoint in flight, which become `stored_files` when it
+    /// completes.
+    pending_files: HashMap<u64, Vec<FileRef>>,
 }
 
 impl<'a> TaskExecutor<'a> {
     /// An executor for the operators of `v`.
     pub fn new(v: &'a Validated, options: ExecutorOptions) -> Self {
         let (events_tx, events_rx) = mpsc::channel();
+        // Files of a checkpoint in this job's storage can be referred to by its next ones.
+        let stored_files = match (&options.restored, &options.storage) {
+            (Some(r), Some(s)) if r.storage.url() == s.url() => {
+                r.manifest.handles().flat_map(|h| &h.files).filter_map(|f| Some((f.key.clone()?, f.clone()))).collect()
+            }
+            _ => HashMap::new(),
+        };
         TaskExecutor {
             v,
             options,
@@ -159,6 +172,8 @@ impl<'a> TaskExecutor<'a> {
             last_metrics: Instant::now(),
             state: crate::state::StateEnv::memory(),
             folders: HashMap::new(),
+            stored_files: Arc::new(stored_files),
+            pending_files: HashMap::new(),
         }
     }
 
@@ -199,6 +214,10 @@ impl<'a> TaskExecutor<'a> {
             }
             ToExecutor::NotifyCheckpointComplete { checkpoint, .. } => {
                 self.folders.retain(|id, _| *id > checkpoint);
+                if let Some(files) = self.pending_files.remove(&checkpoint) {
+                    self.stored_files = Arc::new(files.into_iter().filter_map(|f| Some((f.key.clone()?, f))).collect());
+                }
+                self.pending_files.retain(|id, _| *id > checkpoint);
                 // Sources last: one that ends on this completion must not reach a sink before
                 // the sink has heard of it.
                 for h in self.hosted.iter().filter(|h| !h.source).chain(self.hosted.iter().filter(|h| h.source)) {
@@ -266,6 +285,8 @@ impl<'a> TaskExecutor<'a> {
                     self.upload(subtask, checkpoint, states);
                 }
                 SubtaskEvent::Uploaded(subtask, checkpoint, Ok(states)) => {
+                    let files = states.iter().flat_map(|s| &s.files).filter(|f| f.key.is_some()).cloned();
+                    self.pending_files.entry(checkpoint).or_default().extend(files);
                     out.push(ToMaster::CheckpointAcknowledged { generation, subtask, checkpoint, states });
                 }
                 SubtaskEvent::Uploaded(subtask, checkpoint, Err(reason)) => {
@@ -299,9 +320,26 @@ impl<'a> TaskExecutor<'a> {
         let folder = self.folders.get(&checkpoint).cloned().unwrap_or_else(|| format!("chk-{checkpoint:010}"));
         let storage = self.options.storage.clone();
         let generation = self.generation.unwrap_or(1);
+        // A savepoint stands alone: it stores every file itself.
+        let stored = if folder.starts_with("sp-") { Arc::default() } else { self.stored_files.clone() };
         let job = async move {
             let mut handles = Vec::with_capacity(states.len());
             for (operator, snap) in states {
+                let mut files = Vec::new();
+                if let (Some(native), Some(storage)) = (&snap.native, &storage) {
+                    for f in &native.files {
+                        if let Some(r) = f.key.as_ref().and_then(|k| stored.get(k)) {
+                            files.push(FileRef { file: f.name.clone(), ..r.clone() });
+                            continue;
+                        }
+                        let name = format!("{folder}/{operator}-{}-g{generation}/{}", subtask.subtask, f.name);
+                        crate::checkpoint::crash_point("upload");
+                        let (size, xxh64) =
+                            storage.put_file(&name, &native.dir.join(&f.name)).await.map_err(|e| e.0)?;
+                        files.push(FileRef { file: f.name.clone(), key: f.key.clone(), name, size, xxh64 });
+                    }
+                }
+                drop(snap.native);
                 let blob = match (snap.blob, &storage) {
                     (Some(bytes), Some(storage)) => {
                         // The attempt is in the name: a run fenced off by a newer one cannot overwrite its state.
@@ -314,8 +352,8 @@ impl<'a> TaskExecutor<'a> {
                     }
                     _ => None,
                 };
-                if blob.is_some() || !snap.meta.is_null() {
-                    handles.push(StateHandle { operator, subtask: subtask.subtask, meta: snap.meta, blob });
+                if blob.is_some() || !snap.meta.is_null() || !files.is_empty() {
+                    handles.push(StateHandle { operator, subtask: subtask.subtask, meta: snap.meta, blob, files });
                 }
             }
             Ok(handles)

@@ -106,6 +106,8 @@ struct Coordinator {
     want_soon: bool,
     /// A stop with savepoint was asked for.
     stop: bool,
+    /// The stop's savepoint completed: the sources end, and nothing more is taken.
+    stopped: bool,
     /// Some source has read all its input (and waits for a checkpoint to end).
     input_ended: bool,
     /// The newest complete checkpoint.
@@ -153,6 +155,7 @@ impl JobMaster {
                 failures: 0,
                 want_soon: false,
                 stop: false,
+                stopped: false,
                 input_ended: false,
                 completed: None,
                 last_states: BTreeMap::new(),
@@ -195,7 +198,7 @@ impl JobMaster {
     /// Time-driven work: fails a checkpoint past its timeout, triggers the next one when due.
     pub fn tick(&mut self, now: Instant) -> Vec<ToExecutor> {
         let Some(settings) = self.coordinator.settings.clone() else { return Vec::new() };
-        if !matches!(self.state, JobState::Running | JobState::Finishing) {
+        if !matches!(self.state, JobState::Running | JobState::Finishing) || self.coordinator.stopped {
             return Vec::new();
         }
         if let Some(p) = &self.coordinator.pending {
@@ -268,6 +271,7 @@ impl JobMaster {
             Ok(()) => {
                 let c = &mut self.coordinator;
                 if let Some(p) = c.pending.take() {
+                    c.stopped |= p.stop;
                     c.last_states.extend(p.acks);
                 }
                 c.last_end = Some(Instant::now());
@@ -583,5 +587,27 @@ mod tests {
         assert!(m.tick(Instant::now()).is_empty(), "not due yet");
         let out = m.on_message(ToMaster::InputEnded { generation: 1, subtask: id(0, 0) });
         assert!(matches!(&out[..], [ToExecutor::TriggerCheckpoint { checkpoint: 7, stop: false, .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn nothing_is_taken_after_the_savepoint_of_a_stop() {
+        let mut m = JobMaster::new(1, vec![descriptor(0, 0), descriptor(0, 1)]).with_checkpoints(settings(None));
+        m.start();
+        let out = m.stop_with_savepoint();
+        assert!(matches!(&out[..], [ToExecutor::TriggerCheckpoint { checkpoint: 7, savepoint: true, stop: true, .. }]));
+        for s in 0..2 {
+            m.on_message(ToMaster::CheckpointAcknowledged {
+                generation: 1,
+                subtask: id(0, s),
+                checkpoint: 7,
+                states: vec![],
+            });
+        }
+        assert_eq!(m.take_ready().map(|r| r.id), Some(7));
+        m.checkpoint_stored(7, Ok(()));
+        // Subtask 0 ends on the completion; subtask 1 has not yet: the job is finishing.
+        m.on_message(ToMaster::Finished { generation: 1, subtask: id(0, 0) });
+        assert!(m.tick(Instant::now() + Duration::from_secs(60)).is_empty(), "no second savepoint");
+        assert!(m.stop_with_savepoint().is_empty(), "a second stop takes nothing either");
     }
 }

@@ -359,6 +359,16 @@ impl BuildContext {
     pub fn restored_state(&self) -> Vec<(&serde_json::Value, Option<&[u8]>)> {
         self.restored.as_ref().map(|r| r.operator(&self.operator)).unwrap_or_default()
     }
+
+    /// Opens this subtask's keyed state with the states `descriptors` declares, holding what
+    /// the restored checkpoint's native snapshots (RocksDB files) have in its key groups.
+    pub fn open_state(
+        &self,
+        descriptors: Vec<crate::state::backend::StateDescriptor>,
+    ) -> Result<Box<dyn crate::state::backend::StateBackend>, OperatorError> {
+        let parts = self.restored.as_ref().map(|r| r.native_parts(&self.operator)).unwrap_or_default();
+        Ok(self.state.open_restored(&self.operator, self.subtask, descriptors, self.key_groups.clone(), &parts)?)
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! restoring subtask's key-group range and refuses a snapshot that is truncated or corrupt.
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use twox_hash::XxHash64;
 
@@ -75,6 +76,37 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Entries in key order.
 pub type Entries<'a> = Box<dyn Iterator<Item = StateResult<Entry>> + 'a>;
 
+/// A consistent copy of a backend's whole state as its own files, for an incremental
+/// checkpoint: the files in `dir`, a scratch folder removed when this is dropped.
+#[derive(Debug)]
+pub struct NativeSnapshot {
+    /// The folder holding the files.
+    pub dir: PathBuf,
+    /// The files, by name.
+    pub files: Vec<NativeFile>,
+}
+
+/// One file of a [`NativeSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeFile {
+    /// Its name in the snapshot's folder (and in the backend's).
+    pub name: String,
+    /// For an immutable file, an identity no other file shares: a checkpoint may refer to a
+    /// stored copy of the same key instead of uploading it again. `None` for files that change.
+    pub key: Option<String>,
+}
+
+impl Drop for NativeSnapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The job's state folder goes too once nothing else is in it (the job may have ended
+        // while this snapshot was uploading).
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 /// Ordered byte tables, one per declared state. One instance per stateful subtask.
 pub trait StateBackend: Send {
     /// The states this backend was opened with, in table order.
@@ -111,6 +143,13 @@ pub trait StateBackend: Send {
             w.table(&d.name, &entries);
         }
         Ok(w.finish())
+    }
+
+    /// A copy of the whole state as the backend's own files (RocksDB: a native checkpoint of
+    /// hard-linked SST files), for an incremental checkpoint `checkpoint`; `None` for a backend
+    /// without files, whose checkpoints use [`StateBackend::snapshot`].
+    fn native_snapshot(&mut self, _checkpoint: u64) -> StateResult<Option<NativeSnapshot>> {
+        Ok(None)
     }
 
     /// Adds the entries of `snapshot` that fall in `key_groups` (the restoring subtask's range;

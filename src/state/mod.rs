@@ -11,13 +11,14 @@
 //! A job opens one backend per stateful subtask through [`StateEnv`], from the spec's `state:`
 //! settings: in memory, or RocksDB in a folder of its own that is removed when the job ends.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::spec::{StateBackend as StateBackendKind, StateConfig};
-use backend::{Entries, StateBackend, StateDescriptor, StateError, StateResult, TableId};
+use backend::{Entries, NativeSnapshot, StateBackend, StateDescriptor, StateError, StateResult, TableId};
 use memory::MemoryBackend;
 use rocks::RocksDbBackend;
 
@@ -69,6 +70,12 @@ impl StateEnv {
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let job: String =
             job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        // Folders of runs of this job that were killed hold nothing anyone can use.
+        if backend == StateBackendKind::Rocksdb {
+            crate::checkpoint::remove_left_by_dead_processes(&base, &format!("sluice-{job}-"), |rest| {
+                rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+        }
         let root = base.join(format!("sluice-{job}-{}-{random:016x}", std::process::id()));
         let memory = config.and_then(|c| c.memory).map_or(DEFAULT_STATE_MEMORY, |m| m.0);
         let per_subtask_memory = usize::try_from(memory / stateful_subtasks.max(1) as u64).unwrap_or(usize::MAX);
@@ -107,6 +114,95 @@ impl StateEnv {
             }
         }
     }
+}
+
+/// One old subtask's native snapshot files, fetched to local paths, for a restore.
+#[derive(Debug, Clone)]
+pub struct NativePart {
+    /// The key groups the old subtask owned.
+    pub key_groups: Range<u16>,
+    /// Its files.
+    pub files: Vec<StagedFile>,
+}
+
+/// A native snapshot file at a local path.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    /// Its name in the database folder.
+    pub name: String,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its key, for an immutable file (see [`backend::NativeFile::key`]).
+    pub key: Option<String>,
+}
+
+impl StateEnv {
+    /// Opens the backend of one stateful subtask owning `key_groups`, holding what `parts`
+    /// (native snapshots of old subtasks) hold in those key groups. A RocksDB subtask that
+    /// owns exactly one old subtask's key groups opens that database in place; any other
+    /// subtask copies its key groups' entries out of each overlapping snapshot.
+    pub fn open_restored(
+        self: &Arc<Self>,
+        operator: &str,
+        subtask: usize,
+        descriptors: Vec<StateDescriptor>,
+        key_groups: Range<u16>,
+        parts: &[NativePart],
+    ) -> StateResult<Box<dyn StateBackend>> {
+        let overlapping: Vec<&NativePart> = parts
+            .iter()
+            .filter(|p| p.key_groups.start < key_groups.end && key_groups.start < p.key_groups.end)
+            .collect();
+        if let ([part], StateBackendKind::Rocksdb) = (overlapping.as_slice(), self.backend)
+            && part.key_groups == key_groups
+        {
+            let dir = self.root.join(format!("{operator}-{subtask}"));
+            let origin = place_files(part, &dir)?;
+            let db = RocksDbBackend::open_existing(&dir, descriptors, self.per_subtask_memory, origin)
+                .map_err(|e| StateError::new(format!("cannot restore the state of `{operator}`: {e}")))?;
+            return Ok(Box::new(JobRocks { db: Some(db), _env: self.clone() }));
+        }
+        let mut backend = self.open(operator, subtask, descriptors.clone())?;
+        let start = key_groups.start.to_be_bytes();
+        let end = key_groups.end.to_be_bytes();
+        for (i, part) in overlapping.into_iter().enumerate() {
+            let dir = self.root.join(format!("{operator}-{subtask}-restore-{i}"));
+            place_files(part, &dir)?;
+            let old = RocksDbBackend::open_existing(&dir, descriptors.clone(), 16 << 20, HashMap::new())
+                .map_err(|e| StateError::new(format!("cannot restore the state of `{operator}`: {e}")))?;
+            for t in 0..descriptors.len() {
+                for entry in old.range(t, &start, Some(&end))? {
+                    let (k, v) = entry?;
+                    backend.put(t, &k, &v)?;
+                }
+            }
+        }
+        Ok(backend)
+    }
+}
+
+/// Puts a snapshot's files in the (new) folder `dir`: immutable files hard-linked where the
+/// file system allows, the others copied (RocksDB may rewrite them). Returns the keys by name.
+fn place_files(part: &NativePart, dir: &Path) -> StateResult<HashMap<String, String>> {
+    let failed = |e: std::io::Error| StateError::new(format!("cannot restore state files into {}: {e}", dir.display()));
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut origin = HashMap::new();
+    for f in &part.files {
+        let to = dir.join(&f.name);
+        match &f.key {
+            Some(key) => {
+                if std::fs::hard_link(&f.path, &to).is_err() {
+                    std::fs::copy(&f.path, &to).map_err(failed)?;
+                }
+                origin.insert(f.name.clone(), key.clone());
+            }
+            None => {
+                std::fs::copy(&f.path, &to).map_err(failed)?;
+            }
+        }
+    }
+    Ok(origin)
 }
 
 impl Drop for StateEnv {
@@ -150,6 +246,9 @@ impl StateBackend for JobRocks {
     }
     fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {
         self.db().range(table, start, end)
+    }
+    fn native_snapshot(&mut self, checkpoint: u64) -> StateResult<Option<NativeSnapshot>> {
+        self.db.as_mut().expect("open until dropped").native_snapshot(checkpoint)
     }
 }
 

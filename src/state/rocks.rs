@@ -1,14 +1,23 @@
 //! The RocksDB state backend: one database per stateful subtask in a local folder, a column
 //! family per declared state, memory bounded by `state.memory` (block cache and write
 //! buffers). The write-ahead log is off: durability comes from checkpoints, not from RocksDB.
+//!
+//! Checkpoints are incremental: [`StateBackend::native_snapshot`] is a RocksDB checkpoint
+//! (memtables flushed, SST files hard-linked), and each SST file carries a key that names it
+//! for as long as it exists, so a checkpoint uploads only the SST files the previous one did
+//! not have. A database restored from such files keeps their keys.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
-use super::backend::{Entries, StateBackend, StateDescriptor, StateError, StateResult, TableId};
+use super::backend::{
+    Entries, NativeFile, NativeSnapshot, StateBackend, StateDescriptor, StateError, StateResult, TableId,
+};
 
 /// State in a RocksDB database that this backend owns and deletes when dropped.
 pub struct RocksDbBackend {
@@ -17,6 +26,10 @@ pub struct RocksDbBackend {
     db: Option<DB>,
     write: WriteOptions,
     dir: PathBuf,
+    /// Random per opened database: with an SST file's name, the key of the files it writes.
+    id: String,
+    /// Keys of the SST files it was restored from, by file name.
+    origin: HashMap<String, String>,
 }
 
 fn rocks_error(e: rocksdb::Error) -> StateError {
@@ -32,6 +45,37 @@ impl RocksDbBackend {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| StateError::new(format!("cannot create the state folder {}: {e}", dir.display())))?;
+        Self::open_at(dir, descriptors, memory, HashMap::new())
+    }
+
+    /// Opens the database a native snapshot left in `dir` (removed when the backend is
+    /// dropped). `origin` gives the keys of its SST files. Column families the snapshot has
+    /// and `descriptors` do not declare are an error.
+    pub fn open_existing(
+        dir: &Path,
+        descriptors: Vec<StateDescriptor>,
+        memory: usize,
+        origin: HashMap<String, String>,
+    ) -> StateResult<Self> {
+        let found = DB::list_cf(&Options::default(), dir)
+            .map_err(|e| StateError::new(format!("the state in {} is unreadable: {e}", dir.display())))?;
+        if let Some(extra) = found.iter().find(|f| *f != "default" && !descriptors.iter().any(|d| &d.name == *f)) {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(StateError::new(format!(
+                "the snapshot has state `{extra}` that this operator does not declare"
+            )));
+        }
+        Self::open_at(dir, descriptors, memory, origin).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(dir);
+        })
+    }
+
+    fn open_at(
+        dir: &Path,
+        descriptors: Vec<StateDescriptor>,
+        memory: usize,
+        origin: HashMap<String, String>,
+    ) -> StateResult<Self> {
         let memory = memory.max(16 << 20);
         let cache = Cache::new_lru_cache(memory / 2);
         let tables = descriptors.len().max(1);
@@ -56,7 +100,8 @@ impl RocksDbBackend {
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks_error)?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
-        Ok(RocksDbBackend { descriptors, db: Some(db), write, dir: dir.to_path_buf() })
+        let id = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+        Ok(RocksDbBackend { descriptors, db: Some(db), write, dir: dir.to_path_buf(), id, origin })
     }
 
     fn db(&self) -> &DB {
@@ -102,6 +147,29 @@ impl StateBackend for RocksDbBackend {
     fn delete(&mut self, table: TableId, key: &[u8]) -> StateResult<()> {
         let cf = self.cf(table)?;
         self.db().delete_cf_opt(cf, key, &self.write).map_err(rocks_error)
+    }
+
+    fn native_snapshot(&mut self, checkpoint: u64) -> StateResult<Option<NativeSnapshot>> {
+        let mut dir = self.dir.clone().into_os_string();
+        dir.push(format!(".chk-{checkpoint}"));
+        let dir = PathBuf::from(dir);
+        // A folder left by an abandoned attempt at the same checkpoint.
+        let _ = std::fs::remove_dir_all(&dir);
+        let failed = |e: String| StateError::new(format!("cannot take a RocksDB checkpoint in {}: {e}", dir.display()));
+        // With the write-ahead log off, the flush this makes is what puts every write in it.
+        rocksdb::checkpoint::Checkpoint::new(self.db())
+            .and_then(|c| c.create_checkpoint(&dir))
+            .map_err(|e| failed(e.to_string()))?;
+        let mut snap = NativeSnapshot { dir: dir.clone(), files: Vec::new() };
+        for entry in std::fs::read_dir(&dir).map_err(|e| failed(e.to_string()))? {
+            let name = entry.map_err(|e| failed(e.to_string()))?.file_name().to_string_lossy().into_owned();
+            let key = name
+                .ends_with(".sst")
+                .then(|| self.origin.get(&name).cloned().unwrap_or_else(|| format!("{}-{name}", self.id)));
+            snap.files.push(NativeFile { name, key });
+        }
+        snap.files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(snap))
     }
 
     fn range<'a>(&'a self, table: TableId, start: &[u8], end: Option<&[u8]>) -> StateResult<Entries<'a>> {

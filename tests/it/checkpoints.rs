@@ -447,8 +447,9 @@ fn a_savepoint_on_sigterm_restores_at_another_parallelism_and_plan_against_repor
     assert!(ok, "{err}");
     let expected = committed(&reference);
 
-    for (p, backend) in [(3, "rocksdb"), (1, "memory")] {
-        let dir = base.path().join(format!("p{p}"));
+    // RocksDB files restored into RocksDB at p=3 and into memory at p=1; memory state at p=1.
+    for (p, backend, then) in [(3, "rocksdb", "rocksdb"), (1, "rocksdb", "memory"), (1, "memory", "memory")] {
+        let dir = base.path().join(format!("p{p}-{backend}"));
         std::fs::create_dir_all(&dir).unwrap();
         let first = dir.join("spec.yaml");
         std::fs::write(&first, spec(&dir, &input, &store(&dir), None, backend, 2)).unwrap();
@@ -474,7 +475,7 @@ fn a_savepoint_on_sigterm_restores_at_another_parallelism_and_plan_against_repor
         assert!(listed[0]["state_bytes"].as_u64().unwrap() > 0);
 
         let rescaled = dir.join(format!("spec-p{p}.yaml"));
-        std::fs::write(&rescaled, spec(&dir, &input, &store(&dir), None, backend, p)).unwrap();
+        std::fs::write(&rescaled, spec(&dir, &input, &store(&dir), None, then, p)).unwrap();
         let plan = crate::sluice(&["plan", rescaled.to_str().unwrap(), "--against", &store(&dir), "--format", "json"]);
         assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
         let verdicts: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -485,11 +486,11 @@ fn a_savepoint_on_sigterm_restores_at_another_parallelism_and_plan_against_repor
         let (ok, err) = finish(spawn_run(&rescaled, &[]));
         assert!(ok, "{err}");
         assert!(err.contains("restoring checkpoint"), "{err}");
-        assert_eq!(committed(&dir), expected, "restored from p=2 at p={p}");
+        assert_eq!(committed(&dir), expected, "restored from p=2 ({backend}) at p={p} ({then})");
     }
 
     // A changed window or key is incompatible: plan exits 1 and run refuses.
-    let dir = base.path().join("p1");
+    let dir = base.path().join("p1-memory");
     let changed = dir.join("changed.yaml");
     let text = spec(&dir, &input, &store(&dir), None, "memory", 2)
         .replace("size: 10s", "size: 30s")
@@ -725,4 +726,155 @@ fn a_file_sink_on_s3_commits_exactly_once_across_kills() {
     // The server keeps objects as files of its folder: committed objects are what it lists.
     let served = s3.dir().join("ckpt");
     assert_eq!(committed(&served), committed(&local), "after {outcome:?}");
+}
+
+/// Sessions per bidder of generated bids that stay open to the end (1 h gap), so keyed state
+/// grows through the run; RocksDB state, a checkpoint every 100 ms, two kept.
+fn sessions_spec(dir: &Path, backend: &str, rate: Option<u64>, count: u64) -> String {
+    let rate = rate.map(|r| format!(", rows_per_second: {r}")).unwrap_or_default();
+    format!(
+        r#"version: 1
+name: sessions
+parallelism: 2
+checkpoints: {{ interval: 100ms, retain: 2, storage: "file://{store}" }}
+state: {{ backend: {backend}, path: "{state}" }}
+sources:
+  bids: {{ connector: datagen, nexmark: {{ table: bids }}, count: {count}, seed: 7{rate}, event_time: {{ column: date_time, max_out_of_orderness: 1s }} }}
+transforms:
+  per_bidder: {{ type: window_aggregate, input: bids, key: [bidder], window: {{ type: session, gap: 1h }}, aggregates: {{ n: "count(*)", total: "sum(price)" }} }}
+sinks:
+  out: {{ connector: file, input: per_bidder, path: "{out}", format: csv }}
+"#,
+        store = dir.join("store").display(),
+        state = dir.join("state").display(),
+        out = dir.join("out").display(),
+    )
+}
+
+/// The committed CSV rows in `dir/out`, sorted.
+fn committed_rows(dir: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(dir.join("out")).map(|r| r.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            rows.extend(std::fs::read_to_string(e.path()).unwrap().lines().skip(1).map(str::to_string));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn rocksdb_checkpoints_upload_only_new_files_and_a_job_resumes_from_files_older_checkpoints_stored() {
+    let base = tempfile::tempdir().unwrap();
+    let reference = base.path().join("reference");
+    std::fs::create_dir_all(&reference).unwrap();
+    let spec_ref = reference.join("spec.yaml");
+    std::fs::write(&spec_ref, sessions_spec(&reference, "memory", None, 60_000)).unwrap();
+    let (ok, err) = finish(spawn_run(&spec_ref, &[]));
+    assert!(ok, "{err}");
+    let expected = committed_rows(&reference);
+    assert!(expected.len() > 1000, "{} sessions", expected.len());
+
+    let dir = base.path().join("incremental");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.yaml");
+    std::fs::write(&spec, sessions_spec(&dir, "rocksdb", Some(20_000), 60_000)).unwrap();
+    let store = dir.join("store");
+    let mut child = spawn_run(&spec, &[]);
+    // Kill it once it has taken a few checkpoints.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let latest = || {
+        std::fs::read_dir(&store)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("_manifest.json").exists())
+                    .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-")?.parse::<u64>().ok())
+                    .max()
+            })
+            .ok()
+            .flatten()
+    };
+    while latest().is_none_or(|id| id < 8) {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "too few checkpoints");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let list = crate::sluice(&["checkpoints", "list", &format!("file://{}", store.display()), "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let checkpoints = listed.as_array().unwrap();
+    // Two kept, and a third when the kill came between a manifest and retention.
+    assert!((2..=3).contains(&checkpoints.len()), "retain: 2 keeps two: {listed}");
+    // Each refers to the SST files it shares with the one before instead of uploading them.
+    let manifest = |id: u64| -> serde_json::Value {
+        let text = std::fs::read_to_string(store.join(format!("chk-{id:010}/_manifest.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let newest = manifest(checkpoints[0]["id"].as_u64().unwrap());
+    let files: Vec<&serde_json::Value> = newest["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["subtasks"].as_array().unwrap())
+        .flat_map(|s| s["files"].as_array().into_iter().flatten())
+        .collect();
+    assert!(files.iter().any(|f| f["file"].as_str().unwrap().ends_with(".sst")), "{newest}");
+    let own = format!("{}/", checkpoints[0]["location"].as_str().unwrap().rsplit('/').next().unwrap());
+    let shared: Vec<&&serde_json::Value> =
+        files.iter().filter(|f| f["key"].is_string() && !f["name"].as_str().unwrap().starts_with(&own)).collect();
+    assert!(!shared.is_empty(), "no file is shared with an older checkpoint: {newest}");
+    assert!(checkpoints[0]["new_bytes"].as_u64() < checkpoints[0]["state_bytes"].as_u64(), "{listed}");
+    // Files an older checkpoint stored stay while a kept checkpoint refers to them.
+    for f in &shared {
+        let path = store.join(f["name"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), f["size"].as_u64().unwrap(), "{}", path.display());
+    }
+
+    // A file of the newest checkpoint corrupted in place (same size): that checkpoint is skipped.
+    let own_file = files
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .find(|n| n.starts_with(&own) && n.ends_with(".sst"))
+        .expect("the newest checkpoint stored an SST file of its own");
+    let path = store.join(own_file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    // A fresh inode: the stored file may share one with a folder of the killed run.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+
+    // Resumed and stopped with a savepoint: that stores every file it refers to itself.
+    let child = spawn_run(&spec, &[]);
+    let before = latest().unwrap();
+    while latest().is_none_or(|id| id <= before) {
+        assert!(Instant::now() < deadline, "no checkpoint after the restore");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signals a child process this test owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (ok, err) = finish(child);
+    assert!(ok && err.contains("restoring checkpoint") && err.contains("savepoint"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "skipping a checkpoint: checkpoint file `file://{}/{own_file}` is corrupt (checksum mismatch)",
+            store.display()
+        )),
+        "{err}"
+    );
+    let previous = checkpoints[1]["location"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert!(err.contains(&format!("restoring checkpoint {}", checkpoints[1]["id"])) && err.contains(previous), "{err}");
+    let list = crate::sluice(&["checkpoints", "list", &format!("file://{}", store.display()), "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["kind"], "savepoint", "{listed}");
+    assert!(listed[0]["state_bytes"].as_u64().unwrap() > 0, "{listed}");
+    assert_eq!(listed[0]["new_bytes"], listed[0]["state_bytes"], "{listed}");
+
+    // Resumed again, it finishes with exactly the uninterrupted run's sessions.
+    let (ok, err) = finish(spawn_run(&spec, &[]));
+    assert!(ok, "{err}");
+    assert!(err.contains("restoring checkpoint"), "{err}");
+    assert_eq!(committed_rows(&dir), expected);
+    assert!(std::fs::read_dir(dir.join("state")).unwrap().next().is_none(), "the state folder is left empty");
 }

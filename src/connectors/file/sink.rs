@@ -278,6 +278,8 @@ impl FileWriter {
         // An s3:// sink writes each file in a local staging folder of its own, then uploads it.
         let (dir, remote) = match resolved.strip_prefix("s3://") {
             Some(_) => {
+                // Staged files of killed runs: what they uploaded is in the storage already.
+                crate::checkpoint::remove_left_by_dead_processes(&std::env::temp_dir(), "sluice-staging-", |_| true);
                 let staging = std::env::temp_dir().join(format!(
                     "sluice-staging-{}-{}-{}-{}",
                     std::process::id(),
@@ -489,7 +491,7 @@ impl Operator for FileWriter {
         let closed = std::mem::take(&mut self.closed);
         self.pending.entry(checkpoint).or_default().extend(closed);
         let state = SinkState { pending: self.pending.values().flatten().cloned().collect() };
-        Ok(OperatorSnapshot { meta: serde_json::to_value(state).expect("sink state serializes"), blob: None })
+        Ok(OperatorSnapshot { meta: serde_json::to_value(state).expect("sink state serializes"), ..Default::default() })
     }
 
     fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), OperatorError> {

@@ -297,7 +297,7 @@ impl WindowOperator {
             }
             Window::Session { gap } => Shape::Session { gap: gap.as_millis_i64().max(1) },
         };
-        let mut state = ctx.state.open(&ctx.operator, ctx.subtask, descriptors(&spec.window))?;
+        let mut state = ctx.open_state(descriptors(&spec.window))?;
         // A restored job takes the entries of its key groups from every old subtask's snapshot
         // (any parallelism), the lowest watermark among them, and knows which slices are in state.
         let mut watermark = None::<i64>;
@@ -307,7 +307,10 @@ impl WindowOperator {
         for (meta, blob) in ctx.restored_state() {
             if let Some(blob) = blob {
                 let (backend, entries) = split_snapshot(blob)?;
-                state.restore(backend, ctx.key_groups.clone())?;
+                // Empty when the backend's state came as native files (restored by `open_state`).
+                if !backend.is_empty() {
+                    state.restore(backend, ctx.key_groups.clone())?;
+                }
                 for (slice, e) in entries {
                     if ctx.key_groups.contains(&e.key_group) {
                         hot.entry(slice).or_default().insert_unique(e.hash, e, |e| e.hash);
@@ -1080,11 +1083,12 @@ impl Operator for WindowOperator {
         self.move_to_state(all, out)
     }
 
-    /// The snapshot is the backend's entries in this subtask's key groups, then the hot tier's
-    /// entries as they are (windows go on firing from memory); the watermark and the latest
-    /// slice in the backend go inline.
-    fn snapshot(&mut self, _: u64, _: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
-        let backend = self.state.snapshot(self.key_groups.clone())?;
+    /// The snapshot is the backend's entries in this subtask's key groups (or, for RocksDB,
+    /// its files, uploaded incrementally), then the hot tier's entries as they are (windows go
+    /// on firing from memory); the watermark and the latest slice in the backend go inline.
+    fn snapshot(&mut self, checkpoint: u64, _: &mut dyn Output) -> Result<OperatorSnapshot, OperatorError> {
+        let native = self.state.native_snapshot(checkpoint)?;
+        let backend = if native.is_some() { Vec::new() } else { self.state.snapshot(self.key_groups.clone())? };
         let mut blob = Vec::with_capacity(backend.len() + 8 + self.hot_entries * 48);
         blob.extend_from_slice(&(backend.len() as u64).to_be_bytes());
         blob.extend_from_slice(&backend);
@@ -1105,6 +1109,7 @@ impl Operator for WindowOperator {
         Ok(OperatorSnapshot {
             meta: serde_json::json!({ "watermark": self.watermark, "cold_until": self.cold_until }),
             blob: Some(blob),
+            native,
         })
     }
 }
