@@ -30,6 +30,9 @@ pub const MANIFEST: &str = "_manifest.json";
 /// The name of the lease object at the storage root.
 pub const LEASE: &str = "_lease.json";
 
+/// The name of a request to stop with a savepoint, at the storage root (see [`request_stop`]).
+pub const STOP_REQUEST: &str = "_stop.json";
+
 /// What an operator's subtask hands over at a barrier.
 #[derive(Debug, Default)]
 pub struct OperatorSnapshot {
@@ -634,6 +637,14 @@ impl Lease {
         storage.put(LEASE, serde_json::to_vec(self).expect("a lease serializes"))
     }
 
+    /// Whether a stop with savepoint was asked of this run ([`request_stop`]); the request is
+    /// removed when read, and so is one addressed to an earlier run.
+    pub fn stop_requested(&self, storage: &Storage) -> StorageResult<bool> {
+        let Some(bytes) = storage.get(STOP_REQUEST)? else { return Ok(false) };
+        storage.delete(STOP_REQUEST)?;
+        Ok(serde_json::from_slice::<StopRequest>(&bytes).is_ok_and(|r| r.owner == self.owner))
+    }
+
     /// Gives the lease up.
     pub fn release(&self, storage: &Storage) {
         let held: Option<Lease> = storage.get(LEASE).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
@@ -641,6 +652,36 @@ impl Lease {
             let _ = storage.delete(LEASE);
         }
     }
+}
+
+/// A request to the run holding a storage's lease to stop with a savepoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The lease owner asked.
+    pub owner: String,
+    /// When, RFC 3339.
+    pub requested: String,
+}
+
+/// Asks the run of `pipeline` holding `storage` to stop with a savepoint (it looks each time it
+/// renews its lease); returns that run's lease. An error when no live run holds it.
+pub fn request_stop(storage: &Storage, pipeline: &str) -> StorageResult<Lease> {
+    let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(lease) = held.filter(|h| h.expires_ms >= now_ms() && h.pipeline == pipeline) else {
+        return Err(StorageError(format!("no run of `{pipeline}` holds storage `{}`", storage.url())));
+    };
+    let request = StopRequest {
+        owner: lease.owner.clone(),
+        requested: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    storage.put(STOP_REQUEST, serde_json::to_vec(&request).expect("a request serializes"))?;
+    Ok(lease)
+}
+
+/// Whether `lease` still holds `storage` (the same owner, not expired).
+pub fn still_held(storage: &Storage, lease: &Lease) -> StorageResult<bool> {
+    let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(held.is_some_and(|h| h.owner == lease.owner && h.expires_ms >= now_ms()))
 }
 
 /// One fault-injection variable: `<point>:<n>` names the `n`th time the process reaches `point`.

@@ -80,6 +80,10 @@ enum Command {
         /// Restore even if some operator's state cannot be (it starts empty).
         #[arg(long)]
         allow_state_loss: bool,
+        /// Do not run: ask the run of this spec that holds its checkpoint storage (on any
+        /// machine) to take a savepoint and stop, wait until it has, and print where it is.
+        #[arg(long, conflicts_with_all = ["dry_run", "fresh", "from", "allow_state_loss"])]
+        stop_with_savepoint: bool,
     },
     /// Run the `tests:` of spec files.
     Test {
@@ -138,8 +142,9 @@ pub fn main() -> ExitCode {
         Command::Checkpoints { command: CheckpointsCommand::List { storage, format } } => {
             checkpoints::list(&mut out, &storage, format == ListFormat::Json)
         }
-        Command::Run { spec, dry_run, quiet, fresh, from, allow_state_loss } => {
-            run::run(&mut out, &spec, run::RunFlags { dry_run, quiet, fresh, from, allow_state_loss })
+        Command::Run { spec, dry_run, quiet, fresh, from, allow_state_loss, stop_with_savepoint } => {
+            let flags = run::RunFlags { dry_run, quiet, fresh, from, allow_state_loss, stop_with_savepoint };
+            run::run(&mut out, &spec, flags)
         }
         Command::Test { paths, update, junit } => run::test(&mut out, &paths, update, junit.as_deref()),
         Command::Schema => {

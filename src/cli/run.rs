@@ -91,17 +91,22 @@ pub struct RunFlags {
     pub from: Option<String>,
     /// Restore even if some state cannot be.
     pub allow_state_loss: bool,
+    /// Ask the running job to stop with a savepoint instead of running it.
+    pub stop_with_savepoint: bool,
 }
 
 /// `sluice run`.
 pub fn run(out: &mut dyn Write, path: &Path, flags: RunFlags) -> anyhow::Result<ExitCode> {
-    let RunFlags { dry_run, quiet, fresh, from, allow_state_loss } = flags;
+    let RunFlags { dry_run, quiet, fresh, from, allow_state_loss, stop_with_savepoint } = flags;
     let report = spec::validate_file(path, &Options::default())
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let Some(validated) = &report.validated else {
         print_report(out, &report, Format::Human)?;
         return Ok(ExitCode::from(1));
     };
+    if stop_with_savepoint {
+        return stop_running(out, validated);
+    }
     let options = JobOptions {
         capture_sinks: dry_run,
         cancel: Some(cancel_on_signals()?),
@@ -144,6 +149,43 @@ pub fn run(out: &mut dyn Write, path: &Path, flags: RunFlags) -> anyhow::Result<
             writeln!(err, "error: {}", shown.apply(&e.to_string()))?;
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// `sluice run SPEC --stop-with-savepoint`: asks the run of the spec holding its checkpoint
+/// storage to take a savepoint and stop (through the storage, so from any machine), waits
+/// until that run has given the storage up, and prints the savepoint's location.
+fn stop_running(out: &mut dyn Write, validated: &spec::Validated) -> anyhow::Result<ExitCode> {
+    use sluice::checkpoint::{self, Storage};
+    let p = &validated.pipeline;
+    let Some(c) = &p.checkpoints else {
+        anyhow::bail!("`{}` takes no checkpoints: a savepoint needs `checkpoints:` in the spec", p.name);
+    };
+    let storage = Storage::open_existing(&c.storage, c.s3.as_ref())
+        .map_err(|e| anyhow::anyhow!("no run of `{}` holds storage `{}` ({e})", p.name, c.storage))?;
+    let before = checkpoint::inventory(&storage).map_err(|e| anyhow::anyhow!("{e}"))?.max_id.unwrap_or(0);
+    let lease = checkpoint::request_stop(&storage, &p.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("asked the run of `{}` (process {} on `{}`) to stop with a savepoint", p.name, lease.pid, lease.host);
+    // It looks at each lease renewal, then has the checkpoint timeout to take the savepoint.
+    let timeout = c.timeout.map_or(std::time::Duration::from_secs(600), |t| t.0);
+    let deadline = std::time::Instant::now() + timeout + std::time::Duration::from_secs(30);
+    while checkpoint::still_held(&storage, &lease).unwrap_or(true) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the run of `{}` still holds `{}` after {timeout:?}", p.name, c.storage);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let inventory = checkpoint::inventory(&storage).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let savepoint = inventory.manifests.iter().map(|(id, name)| (*id, name)).find(|(id, name)| {
+        *id > before && name.split('/').next().and_then(checkpoint::folder_id).is_some_and(|(_, sp)| sp)
+    });
+    match savepoint {
+        Some((_, name)) => {
+            let dir = name.split('/').next().unwrap_or_default();
+            writeln!(out, "{}/{dir}", c.storage.trim_end_matches('/'))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => anyhow::bail!("the run of `{}` ended without completing a savepoint; see its log", p.name),
     }
 }
 

@@ -481,12 +481,21 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                 continue;
             }
             to_executor.extend(master.tick(Instant::now()));
-            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL)
-                && let Err(e) = renew_lease(c, log)
-            {
-                // Another run holds the storage now: stop before writing anything more.
-                log(&e.to_string());
-                to_executor.extend(master.fail_now(e.error));
+            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL) {
+                match renew_lease(c, log) {
+                    // Another run holds the storage now: stop before writing anything more.
+                    Err(e) => {
+                        log(&e.to_string());
+                        to_executor.extend(master.fail_now(e.error));
+                    }
+                    // `sluice run --stop-with-savepoint` asks through the storage.
+                    Ok(()) if !stop_asked && c.lease.stop_requested(&c.storage).unwrap_or(false) => {
+                        log("stopping with a savepoint, as requested");
+                        stop_asked = true;
+                        to_executor.extend(master.stop_with_savepoint());
+                    }
+                    Ok(()) => {}
+                }
             }
             for report in executor.poll(POLL) {
                 to_executor.extend(master.on_message(transport(report)));

@@ -878,3 +878,37 @@ fn rocksdb_checkpoints_upload_only_new_files_and_a_job_resumes_from_files_older_
     assert_eq!(committed_rows(&dir), expected);
     assert!(std::fs::read_dir(dir.join("state")).unwrap().next().is_none(), "the state folder is left empty");
 }
+
+#[test]
+fn run_stop_with_savepoint_stops_the_running_job_through_its_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let spec = dir.path().join("a.yaml");
+    std::fs::write(&spec, datagen_spec("a", dir.path(), &store, None, 4000, 20_000)).unwrap();
+    let stop = || crate::sluice(&["run", spec.to_str().unwrap(), "--stop-with-savepoint"]);
+    let refused = stop();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no run of `a` holds storage"), "{refused:?}");
+
+    let child = spawn_run(&spec, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("store/_lease.json").exists() {
+        assert!(Instant::now() < deadline, "no lease taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = stop();
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    let location = String::from_utf8_lossy(&stopped.stdout).trim().to_string();
+    assert!(location.starts_with(&format!("{store}/sp-")), "{location}");
+    let (ok, err) = finish(child);
+    assert!(ok && err.contains("stopping with a savepoint, as requested"), "{err}");
+    let manifest = Path::new(location.strip_prefix("file://").unwrap()).join("_manifest.json");
+    assert!(manifest.exists(), "{}", manifest.display());
+    let before = committed_ids(dir.path()).len();
+    assert!(before > 0 && before < 20_000, "stopped midway: {before} rows");
+
+    // The next run resumes from that savepoint: every row once.
+    let (ok, err) = finish(spawn_run(&spec.clone(), &["--from", &location]));
+    assert!(ok, "{err}");
+    assert_eq!(committed_ids(dir.path()), (0..20_000).collect::<Vec<_>>());
+}
