@@ -218,7 +218,9 @@ impl Storage {
         let read_error = |e: std::io::Error| StorageError(format!("cannot read {} to store it: {e}", file.display()));
         if let Some(root) = &self.local {
             let to = root.join(name);
-            let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+            let mut tmp = to.clone().into_os_string();
+            tmp.push(format!(".tmp-{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
             let write_error = |e: std::io::Error| StorageError(format!("cannot write `{name}` in `{}`: {e}", self.url));
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(write_error)?;

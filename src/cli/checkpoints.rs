@@ -33,7 +33,20 @@ fn positions(m: &Manifest, source: &str) -> String {
 
 /// `sluice checkpoints list STORAGE`.
 pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let storage = Storage::open_existing(url, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A spec file names its storage and how to reach it.
+    let from_spec = Path::new(url);
+    let (url, s3) = if from_spec.is_file() && sluice::spec::loader::Syntax::from_path(from_spec).is_some() {
+        let report = sluice::spec::validate_file(from_spec, &sluice::spec::Options::default())
+            .map_err(|e| anyhow::anyhow!("cannot read {url}: {e}"))?;
+        let Some(c) = report.validated.as_ref().and_then(|v| v.pipeline.checkpoints.clone()) else {
+            anyhow::bail!("{url} is not a valid spec with `checkpoints:`; `sluice validate {url}` says why");
+        };
+        (c.storage, c.s3)
+    } else {
+        (url.to_string(), None)
+    };
+    let url = url.as_str();
+    let storage = Storage::open_existing(url, s3.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut rows = Vec::new();
     for (_, name) in checkpoint::manifests(&storage).map_err(|e| anyhow::anyhow!("{e}"))? {
         let bytes = storage.get(&name).map_err(|e| anyhow::anyhow!("{e}"))?.unwrap_or_default();

@@ -105,7 +105,8 @@ enum Command {
 enum CheckpointsCommand {
     /// List the complete checkpoints and savepoints in a storage (`file://…`, `s3://…` or a folder).
     List {
-        /// The storage URL, as in a spec's `checkpoints.storage`.
+        /// The storage URL, as in a spec's `checkpoints.storage`, or a spec file (its storage,
+        /// with its `s3:` options).
         storage: String,
         /// `table` or `json`.
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]

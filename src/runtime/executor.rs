@@ -152,9 +152,10 @@ impl<'a> TaskExecutor<'a> {
     /// An executor for the operators of `v`.
     pub fn new(v: &'a Validated, options: ExecutorOptions) -> Self {
         let (events_tx, events_rx) = mpsc::channel();
-        // Files of a checkpoint in this job's storage can be referred to by its next ones.
+        // Files of a checkpoint in this job's storage can be referred to by its next ones; a
+        // savepoint's are not (it is the user's to delete: the first checkpoint stands alone).
         let stored_files = match (&options.restored, &options.storage) {
-            (Some(r), Some(s)) if r.storage.url() == s.url() => {
+            (Some(r), Some(s)) if r.storage.url() == s.url() && !r.manifest.savepoint => {
                 r.manifest.handles().flat_map(|h| &h.files).filter_map(|f| Some((f.key.clone()?, f.clone()))).collect()
             }
             _ => HashMap::new(),

@@ -904,6 +904,10 @@ fn run_stop_with_savepoint_stops_the_running_job_through_its_storage() {
     assert!(ok && err.contains("stopping with a savepoint, as requested"), "{err}");
     let manifest = Path::new(location.strip_prefix("file://").unwrap()).join("_manifest.json");
     assert!(manifest.exists(), "{}", manifest.display());
+    // `checkpoints list` takes the spec for its storage.
+    let list = crate::sluice(&["checkpoints", "list", spec.to_str().unwrap(), "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["location"].as_str(), Some(location.as_str()), "{listed}");
     let before = committed_ids(dir.path()).len();
     assert!(before > 0 && before < 20_000, "stopped midway: {before} rows");
 
