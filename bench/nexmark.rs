@@ -14,7 +14,8 @@
 //! default 3), `SLUICE_BENCH_BEFORE` (another `sluice` binary, such as a build of an earlier commit: every
 //! run is repeated with it and shown side by side, a before/after table in one run),
 //! `SLUICE_BENCH_PARALLELISM` (default `1,2`), `SLUICE_BENCH_BIG_GB` (also run q0 over a
-//! JSON-lines file of about this many GB).
+//! JSON-lines file of about this many GB), `SLUICE_BENCH_QUERIES` (such as `q0,q2`; default all)
+//! and `SLUICE_BENCH_INPUTS` (such as `jsonl`; default `generator,jsonl,parquet`).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -164,6 +165,12 @@ fn main() {
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
         .collect();
+    let list = |var: &str, all: &[&'static str]| -> Vec<&'static str> {
+        let wanted = std::env::var(var).unwrap_or_default();
+        all.iter().copied().filter(|q| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == *q)).collect()
+    };
+    let queries = list("SLUICE_BENCH_QUERIES", &QUERIES);
+    let inputs = list("SLUICE_BENCH_INPUTS", &["generator", "jsonl", "parquet"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let jsonl = write_bids(&bin, dir.path(), events, "jsonl");
     let parquet = write_bids(&bin, dir.path(), events, "parquet");
@@ -183,11 +190,13 @@ fn main() {
     );
     let mut q0 = std::collections::HashMap::new();
     let mut q0_jsonl = std::collections::HashMap::new();
-    for q in QUERIES {
+    for &q in &queries {
         let backends: &[&str] = if matches!(q, "q5" | "q7" | "q11") { &["memory", "rocksdb"] } else { &["memory"] };
         for &p in &parallelisms {
             for (mode, data) in
                 [("generator", jsonl.as_path()), ("jsonl", jsonl.as_path()), ("parquet", parquet.as_path())]
+                    .into_iter()
+                    .filter(|(m, _)| inputs.contains(m))
             {
                 for backend in backends {
                     let path = dir.path().join(format!("{q}-{mode}-{p}-{backend}.yaml"));
@@ -234,7 +243,7 @@ fn main() {
     // Peak memory of stateless queries at 1× and 10× the input.
     let jsonl10 = write_bids(&bin, dir.path(), events * 10, "jsonl");
     println!("\npeak memory, 1× vs 10× input ({} vs {} events, JSON lines):", events, events * 10);
-    for q in ["q0", "q1", "q2"] {
+    for q in ["q0", "q1", "q2"].into_iter().filter(|q| queries.contains(q)) {
         let mut peaks = Vec::new();
         for (n, data) in [(events, &jsonl), (events * 10, &jsonl10)] {
             let path = dir.path().join(format!("{q}-mem-{n}.yaml"));

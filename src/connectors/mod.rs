@@ -40,6 +40,12 @@ pub trait Source {
     fn splits(&self) -> Result<Vec<String>, OperatorError> {
         Ok(Vec::new())
     }
+    /// Whether columns declared non-nullable must be read even when nothing downstream reads
+    /// them (to refuse empty values, as input read from outside may hold). A source whose
+    /// values are never empty says no.
+    fn checks_non_nullable(&self) -> bool {
+        true
+    }
     /// Opens the reader of one subtask. `schema` is the schema validation computed.
     fn reader(&self, ctx: &BuildContext, schema: &StreamSchema) -> Result<Box<dyn SourceReader>, OperatorError>;
 }

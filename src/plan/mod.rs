@@ -361,7 +361,9 @@ pub fn build_with(v: &Validated, ordered_inputs: bool) -> PhysicalPlan {
     for op in ops.iter_mut().filter(|o| o.role == "source") {
         let stream = &v.streams[&op.id].schema;
         let mut read: Vec<String> = stream.event_time.iter().cloned().collect();
-        read.extend(stream.schema.fields().iter().filter(|f| !f.is_nullable()).map(|f| f.name().clone()));
+        if p.sources.get(&op.id).is_none_or(|s| s.get().checks_non_nullable()) {
+            read.extend(stream.schema.fields().iter().filter(|f| !f.is_nullable()).map(|f| f.name().clone()));
+        }
         let all_known = edges.iter().filter(|e| e.stream == op.id).all(|e| {
             let reads = p.transforms.get(&e.to).and_then(|t| {
                 let t = t.get();

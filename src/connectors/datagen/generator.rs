@@ -92,6 +92,26 @@ enum Mode {
     Nexmark(nexmark::Generator),
 }
 
+/// Arrays standing for the columns nobody downstream reads (which are then not generated):
+/// zeros cast to each column's type (0, "0", the epoch), built once and sliced per batch.
+#[derive(Debug, Default)]
+pub struct Placeholders(Vec<Option<ArrayRef>>);
+
+impl Placeholders {
+    /// `rows` placeholder values of column `column` of `schema`.
+    pub fn get(&mut self, schema: &SchemaRef, column: usize, rows: usize) -> Result<ArrayRef, OperatorError> {
+        if self.0.len() <= column {
+            self.0.resize(column + 1, None);
+        }
+        let slot = &mut self.0[column];
+        if slot.as_ref().is_none_or(|a| a.len() < rows) {
+            let zeros = arrow::array::Int64Array::from(vec![0i64; rows.max(BATCH_ROWS)]);
+            *slot = Some(arrow::compute::cast(&zeros, schema.field(column).data_type())?);
+        }
+        Ok(slot.as_ref().expect("just set").slice(0, rows))
+    }
+}
+
 /// One datagen subtask.
 pub struct DatagenReader {
     mode: Mode,
@@ -108,6 +128,9 @@ pub struct DatagenReader {
     started: Instant,
     emitted: u64,
     metrics: Arc<OperatorMetrics>,
+    /// Per column, whether something downstream reads it (`None`: all are read).
+    want: Option<Vec<bool>>,
+    placeholders: Placeholders,
 }
 
 impl DatagenReader {
@@ -209,6 +232,8 @@ impl DatagenReader {
                 if base < first_missing { base.saturating_add(p) } else { base }
             }
         };
+        let want =
+            ctx.read_columns.as_ref().map(|cols| schema.fields().iter().map(|f| cols.contains(f.name())).collect());
         Ok(DatagenReader {
             mode,
             schema,
@@ -222,10 +247,17 @@ impl DatagenReader {
             started: Instant::now(),
             emitted: 0,
             metrics: ctx.metrics.clone(),
+            want,
+            placeholders: Placeholders::default(),
         })
     }
 
-    fn rows_batch(&self, gens: &[ColumnGen], rows: &[u64]) -> Result<RecordBatch, OperatorError> {
+    fn rows_batch(
+        &self,
+        gens: &[ColumnGen],
+        rows: &[u64],
+        placeholders: &mut Placeholders,
+    ) -> Result<RecordBatch, OperatorError> {
         let last = rows.iter().copied().max().unwrap_or(0);
         for (g, field) in gens.iter().zip(self.schema.fields()) {
             let top = match g.ty {
@@ -241,8 +273,14 @@ impl DatagenReader {
                 )));
             }
         }
-        let columns: Vec<ArrayRef> =
-            gens.iter().enumerate().map(|(c, g)| column(self.seed, c as u64, g, rows)).collect();
+        let columns = gens
+            .iter()
+            .enumerate()
+            .map(|(c, g)| match self.want.as_ref().is_none_or(|w| w[c]) {
+                true => Ok(column(self.seed, c as u64, g, rows)),
+                false => placeholders.get(&self.schema, c, rows.len()),
+            })
+            .collect::<Result<Vec<ArrayRef>, OperatorError>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
@@ -386,10 +424,13 @@ impl SourceReader for DatagenReader {
             }
         }
         self.emitted += n as u64;
+        let mut placeholders = std::mem::take(&mut self.placeholders);
         let batch = match &self.mode {
-            Mode::Rows(gens) => self.rows_batch(gens, &rows)?,
-            Mode::Nexmark(g) => g.batch(&self.schema, self.seed, &rows)?,
+            Mode::Rows(gens) => self.rows_batch(gens, &rows, &mut placeholders),
+            Mode::Nexmark(g) => g.batch(&self.schema, self.seed, &rows, self.want.as_deref(), &mut placeholders),
         };
+        self.placeholders = placeholders;
+        let batch = batch?;
         OperatorMetrics::add(&self.metrics.bytes_read, batch.get_array_memory_size() as u64);
         Ok(SourceEvent::Batch(batch))
     }

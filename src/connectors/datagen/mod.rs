@@ -158,6 +158,11 @@ pub fn nexmark_schema(table: NexmarkTable) -> Arc<Schema> {
 }
 
 impl Source for DatagenSource {
+    /// Generated values are never empty where the schema says so.
+    fn checks_non_nullable(&self) -> bool {
+        false
+    }
+
     fn check(&self, cx: &mut Checker, ptr: &str) -> Option<StreamSchema> {
         let schema = match (&self.schema, &self.nexmark) {
             (Some(_), Some(_)) => {

@@ -11,7 +11,7 @@ use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBu
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::generator::{DEFAULT_START_MS, mix, text, unit};
+use super::generator::{DEFAULT_START_MS, Placeholders, mix, text, unit};
 use super::{NexmarkOptions, NexmarkTable, chrono_like_rfc3339};
 use crate::runtime::OperatorError;
 
@@ -78,9 +78,19 @@ impl Generator {
         self.start_ms + (event as i128 * 1000 / self.events_per_second as i128) as i64
     }
 
-    /// Rows `rows` (table-local numbers) as a batch of `schema`.
-    pub fn batch(&self, schema: &SchemaRef, seed: u64, rows: &[u64]) -> Result<RecordBatch, OperatorError> {
+    /// Rows `rows` (table-local numbers) as a batch of `schema`. Columns not in `want` (by
+    /// index; all when `None`) are not generated: `placeholders` stand for them.
+    pub fn batch(
+        &self,
+        schema: &SchemaRef,
+        seed: u64,
+        rows: &[u64],
+        want: Option<&[bool]>,
+        placeholders: &mut Placeholders,
+    ) -> Result<RecordBatch, OperatorError> {
         let n = rows.len();
+        let all = vec![true; schema.fields().len()];
+        let want = want.unwrap_or(&all);
         let events: Vec<u64> = rows.iter().map(|&k| self.event_of(k)).collect();
         let ts = || TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
         let columns: Vec<ArrayRef> = match self.table {
@@ -97,21 +107,40 @@ impl Generator {
                 );
                 for &e in &events {
                     let r = |c| mix(seed, c, e);
-                    id.append_value(person_id(e));
-                    let n = format!("{} {}", FIRST_NAMES[(r(1) % 11) as usize], LAST_NAMES[(r(2) % 9) as usize]);
-                    email.append_value(format!("{}@{}.com", text(r(3), 7), text(r(4), 5)));
-                    name.append_value(n);
-                    card.append_value(format!(
-                        "{:04} {:04} {:04} {:04}",
-                        r(5) % 10000,
-                        r(6) % 10000,
-                        r(7) % 10000,
-                        r(8) % 10000
-                    ));
-                    city.append_value(CITIES[(r(9) % 10) as usize]);
-                    state.append_value(STATES[(r(10) % 6) as usize]);
-                    time.append_value(self.time(e));
-                    extra.append_value(text(r(11), 16));
+                    if want[0] {
+                        id.append_value(person_id(e));
+                    }
+                    if want[1] {
+                        name.append_value(format!(
+                            "{} {}",
+                            FIRST_NAMES[(r(1) % 11) as usize],
+                            LAST_NAMES[(r(2) % 9) as usize]
+                        ));
+                    }
+                    if want[2] {
+                        email.append_value(format!("{}@{}.com", text(r(3), 7), text(r(4), 5)));
+                    }
+                    if want[3] {
+                        card.append_value(format!(
+                            "{:04} {:04} {:04} {:04}",
+                            r(5) % 10000,
+                            r(6) % 10000,
+                            r(7) % 10000,
+                            r(8) % 10000
+                        ));
+                    }
+                    if want[4] {
+                        city.append_value(CITIES[(r(9) % 10) as usize]);
+                    }
+                    if want[5] {
+                        state.append_value(STATES[(r(10) % 6) as usize]);
+                    }
+                    if want[6] {
+                        time.append_value(self.time(e));
+                    }
+                    if want[7] {
+                        extra.append_value(text(r(11), 16));
+                    }
                 }
                 vec![
                     Arc::new(id.finish()),
@@ -150,24 +179,44 @@ impl Generator {
                 );
                 for &e in &events {
                     let r = |c| mix(seed, c, e);
-                    id.append_value(auction_id(e));
-                    item.append_value(text(r(1), 12));
-                    desc.append_value(text(r(2), 40));
+                    if want[0] {
+                        id.append_value(auction_id(e));
+                    }
+                    if want[1] {
+                        item.append_value(text(r(1), 12));
+                    }
+                    if want[2] {
+                        desc.append_value(text(r(2), 40));
+                    }
                     let price = next_price(r(3));
-                    initial.append_value(price);
-                    reserve.append_value(price + next_price(r(4)));
+                    if want[3] {
+                        initial.append_value(price);
+                    }
+                    if want[4] {
+                        reserve.append_value(price + next_price(r(4)));
+                    }
                     let t = self.time(e);
-                    time.append_value(t);
-                    expires.append_value(t + 1 + (r(5) % 20_000) as i64);
-                    let last_person = person_id(e);
-                    let s = if r(6) % HOT_SELLER_RATIO > 0 {
-                        ((last_person - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID
-                    } else {
-                        FIRST_ID + (r(7) % ((last_person - FIRST_ID) as u64 + 1)) as i64
-                    };
-                    seller.append_value(s);
-                    category.append_value(10 + (r(8) % 5) as i64);
-                    extra.append_value(text(r(9), 16));
+                    if want[5] {
+                        time.append_value(t);
+                    }
+                    if want[6] {
+                        expires.append_value(t + 1 + (r(5) % 20_000) as i64);
+                    }
+                    if want[7] {
+                        let last_person = person_id(e);
+                        let s = if r(6) % HOT_SELLER_RATIO > 0 {
+                            ((last_person - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID
+                        } else {
+                            FIRST_ID + (r(7) % ((last_person - FIRST_ID) as u64 + 1)) as i64
+                        };
+                        seller.append_value(s);
+                    }
+                    if want[8] {
+                        category.append_value(10 + (r(8) % 5) as i64);
+                    }
+                    if want[9] {
+                        extra.append_value(text(r(9), 16));
+                    }
                 }
                 vec![
                     Arc::new(id.finish()),
@@ -194,31 +243,44 @@ impl Generator {
                 );
                 for &e in &events {
                     let r = |c| mix(seed, c, e);
-                    let last_auction = auction_id(e);
-                    let a = if r(1) % HOT_AUCTION_RATIO > 0 {
-                        ((last_auction - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID
-                    } else {
-                        // One of the auctions still open: the most recent few hundred.
-                        (last_auction - (r(2) % 400) as i64).max(FIRST_ID)
-                    };
-                    auction.append_value(a);
-                    let last_person = person_id(e);
-                    let b = if r(3) % HOT_BIDDER_RATIO > 0 {
-                        ((last_person - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID + 1
-                    } else {
-                        FIRST_ID + (r(4) % ((last_person - FIRST_ID) as u64 + 1)) as i64
-                    };
-                    bidder.append_value(b);
-                    price.append_value(next_price(r(5)));
-                    let ch = CHANNELS[(r(6) % 4) as usize];
-                    channel.append_value(ch);
-                    url.append_value(format!(
-                        "https://www.nexmark.com/{}/item.htm?query=1&channel_id={}",
-                        text(r(7), 5),
-                        r(8) % 10_000
-                    ));
-                    time.append_value(self.time(e));
-                    extra.append_value(text(r(9), 16));
+                    if want[0] {
+                        let last_auction = auction_id(e);
+                        let a = if r(1) % HOT_AUCTION_RATIO > 0 {
+                            ((last_auction - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID
+                        } else {
+                            // One of the auctions still open: the most recent few hundred.
+                            (last_auction - (r(2) % 400) as i64).max(FIRST_ID)
+                        };
+                        auction.append_value(a);
+                    }
+                    if want[1] {
+                        let last_person = person_id(e);
+                        let b = if r(3) % HOT_BIDDER_RATIO > 0 {
+                            ((last_person - FIRST_ID) / HOT_GROUP) * HOT_GROUP + FIRST_ID + 1
+                        } else {
+                            FIRST_ID + (r(4) % ((last_person - FIRST_ID) as u64 + 1)) as i64
+                        };
+                        bidder.append_value(b);
+                    }
+                    if want[2] {
+                        price.append_value(next_price(r(5)));
+                    }
+                    if want[3] {
+                        channel.append_value(CHANNELS[(r(6) % 4) as usize]);
+                    }
+                    if want[4] {
+                        url.append_value(format!(
+                            "https://www.nexmark.com/{}/item.htm?query=1&channel_id={}",
+                            text(r(7), 5),
+                            r(8) % 10_000
+                        ));
+                    }
+                    if want[5] {
+                        time.append_value(self.time(e));
+                    }
+                    if want[6] {
+                        extra.append_value(text(r(9), 16));
+                    }
                 }
                 vec![
                     Arc::new(auction.finish()),
@@ -231,6 +293,11 @@ impl Generator {
                 ]
             }
         };
+        let columns = columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| if want[i] { Ok(c) } else { placeholders.get(schema, i, n) })
+            .collect::<Result<Vec<_>, OperatorError>>()?;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
@@ -269,12 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn columns_not_wanted_are_not_generated() {
+        use arrow::array::AsArray;
+        let g = Generator { table: NexmarkTable::Bids, start_ms: 0, events_per_second: 1000 };
+        let schema = super::super::nexmark_schema(NexmarkTable::Bids);
+        let rows: Vec<u64> = (0..100).collect();
+        let mut placeholders = Placeholders::default();
+        let full = g.batch(&schema, 3, &rows, None, &mut placeholders).unwrap();
+        let want = [true, false, true, false, false, true, false];
+        let some = g.batch(&schema, 3, &rows, Some(&want), &mut placeholders).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(some.column(i).len(), 100);
+            assert_eq!(*w, some.column(i) == full.column(i), "column {i}");
+        }
+        assert!(some.column(4).as_string::<i32>().iter().all(|u| u == Some("0")), "url is a placeholder");
+    }
+
+    #[test]
     fn rows_are_no_wider_than_the_estimate() {
         use arrow::array::AsArray;
         for table in [NexmarkTable::Persons, NexmarkTable::Auctions, NexmarkTable::Bids] {
             let g = Generator { table, start_ms: 0, events_per_second: 1000 };
             let rows: Vec<u64> = (0..5000).collect();
-            let batch = g.batch(&super::super::nexmark_schema(table), 3, &rows).unwrap();
+            let batch =
+                g.batch(&super::super::nexmark_schema(table), 3, &rows, None, &mut Placeholders::default()).unwrap();
             let widest = (0..batch.num_rows())
                 .map(|r| {
                     let cell = |c: &arrow::array::ArrayRef| match c.as_string_opt::<i32>() {

@@ -37,9 +37,22 @@ pub fn exact_integer(text: &str) -> Option<i128> {
     let s = text.as_bytes();
     // Fast path, the common case: plain digits with an optional sign, short enough not to overflow.
     let digits = s.strip_prefix(b"-").unwrap_or(s);
-    if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
-        let v = digits.iter().fold(0i128, |v, d| v * 10 + i128::from(d - b'0'));
-        return Some(if digits.len() < s.len() { -v } else { v });
+    if !digits.is_empty() && digits.len() <= 18 {
+        let mut v = 0u64;
+        let plain = digits.iter().all(|d| {
+            let x = d.wrapping_sub(b'0');
+            v = v * 10 + u64::from(x);
+            x <= 9
+        });
+        if plain {
+            let v = i128::from(v);
+            return Some(if digits.len() < s.len() { -v } else { v });
+        }
+    }
+    // Nothing else than digits, a sign, a point and an exponent makes a number (a timestamp
+    // such as `2026-01-01T00:00:00Z` is refused here, at its `T`).
+    if !s.iter().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')) {
+        return None;
     }
     let (neg, s) = match s.first() {
         Some(b'-') => (true, &s[1..]),
