@@ -15,7 +15,8 @@
 //! run is repeated with it and shown side by side, a before/after table in one run),
 //! `SLUICE_BENCH_PARALLELISM` (default `1,2`), `SLUICE_BENCH_BIG_GB` (also run q0 over a
 //! JSON-lines file of about this many GB), `SLUICE_BENCH_QUERIES` (such as `q0,q2`; default all)
-//! and `SLUICE_BENCH_INPUTS` (such as `jsonl`; default `generator,jsonl,parquet`).
+//! and `SLUICE_BENCH_INPUTS` (such as `jsonl`; default `generator,jsonl,parquet`);
+//! `SLUICE_BENCH_MEMORY=0` skips the peak-memory comparison at 10× the input.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -241,6 +242,9 @@ fn main() {
     }
 
     // Peak memory of stateless queries at 1× and 10× the input.
+    if std::env::var("SLUICE_BENCH_MEMORY").is_ok_and(|v| v == "0") {
+        return;
+    }
     let jsonl10 = write_bids(&bin, dir.path(), events * 10, "jsonl");
     println!("\npeak memory, 1× vs 10× input ({} vs {} events, JSON lines):", events, events * 10);
     for q in ["q0", "q1", "q2"].into_iter().filter(|q| queries.contains(q)) {

@@ -6,15 +6,15 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
-    PrimitiveArray, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, PrimitiveArray,
+    StringArray, TimestampMillisecondArray,
 };
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{cast, filter, max, min};
 use arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Date32Type, Date64Type, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -112,12 +112,37 @@ fn out_of_range(field: &Field, value: impl std::fmt::Display) -> String {
 }
 
 /// Each value of `col` parsed by `parse`; a value it refuses is a row error.
-fn parse_each<T, A: FromIterator<Option<T>>>(
+fn parse_each<T: ArrowPrimitiveType>(
     col: &StringArray,
     field: &Field,
     errors: &mut RowErrors,
-    parse: impl Fn(&str) -> Option<T>,
-) -> A {
+    parse: impl Fn(&str) -> Option<T::Native>,
+) -> PrimitiveArray<T> {
+    if col.null_count() == 0 {
+        // No nulls, the common case: values straight into a buffer, a null mask only if some
+        // value is refused.
+        let mut refused = Vec::new();
+        let values: Vec<T::Native> = col
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.unwrap_or_default();
+                parse(s).unwrap_or_else(|| {
+                    errors.push((i, not_a(field, s)));
+                    refused.push(i);
+                    T::Native::default()
+                })
+            })
+            .collect();
+        let nulls = (!refused.is_empty()).then(|| {
+            let mut valid = vec![true; values.len()];
+            for i in refused {
+                valid[i] = false;
+            }
+            arrow::buffer::NullBuffer::from(valid)
+        });
+        return PrimitiveArray::new(values.into(), nulls);
+    }
     (0..col.len())
         .map(|i| {
             if col.is_null(i) {
@@ -137,20 +162,21 @@ fn parse_each<T, A: FromIterator<Option<T>>>(
 fn from_text(col: &StringArray, field: &Field, errors: &mut RowErrors) -> Result<ArrayRef, ArrowError> {
     Ok(match field.data_type() {
         DataType::Utf8 => Arc::new(col.clone()),
-        DataType::Int32 => Arc::new(parse_each::<_, Int32Array>(col, field, errors, |s| {
+        DataType::Int32 => Arc::new(parse_each::<Int32Type>(col, field, errors, |s| {
             exact_integer(s).and_then(|v| i32::try_from(v).ok())
         })),
-        DataType::Int64 => Arc::new(parse_each::<_, Int64Array>(col, field, errors, |s| {
+        DataType::Int64 => Arc::new(parse_each::<Int64Type>(col, field, errors, |s| {
             exact_integer(s).and_then(|v| i64::try_from(v).ok())
         })),
         DataType::Timestamp(TimeUnit::Millisecond, tz) => {
-            let values: TimestampMillisecondArray = parse_each(col, field, errors, |s| match exact_integer(s) {
-                Some(v) => i64::try_from(v).ok().filter(|v| valid_millis(*v)),
-                None => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_millis()),
-            });
+            let values: TimestampMillisecondArray =
+                parse_each::<TimestampMillisecondType>(col, field, errors, |s| match exact_integer(s) {
+                    Some(v) => i64::try_from(v).ok().filter(|v| valid_millis(*v)),
+                    None => string_to_datetime(&chrono::Utc, s).ok().map(|d| d.timestamp_millis()),
+                });
             Arc::new(values.with_timezone_opt(tz.clone()))
         }
-        DataType::Date32 => Arc::new(parse_each::<_, Date32Array>(col, field, errors, |s| match exact_integer(s) {
+        DataType::Date32 => Arc::new(parse_each::<Date32Type>(col, field, errors, |s| match exact_integer(s) {
             Some(v) => i32::try_from(v).ok().filter(|v| valid_days(*v)),
             None => Date32Type::parse(s),
         })),
