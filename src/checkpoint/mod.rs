@@ -1,8 +1,10 @@
 //! Checkpoints: what a job writes so that it can resume after a crash, and where.
 //!
-//! A checkpoint `N` is a folder `chk-N` (a savepoint: `sp-N`) in the job's [`storage`]: one
-//! sealed blob per stateful subtask, uploaded as subtasks snapshot, and `_manifest.json`,
-//! written last and create-if-absent. The manifest is the commit point: a folder without one
+//! A checkpoint `N` is a folder `chk-N` (a savepoint: `sp-N`) in the job's [`storage`]: per
+//! stateful subtask a sealed blob and, for RocksDB state, the SST and metadata files it did not
+//! share with the previous completed checkpoint (those it shares stay in that checkpoint's
+//! folder and are referred to), uploaded as subtasks snapshot; and `_manifest.json`, written
+//! last and create-if-absent. The manifest is the commit point: a folder without one
 //! is an incomplete checkpoint and is never loaded. Small state (source positions, a sink's
 //! pending files, an operator's watermark) lives inline in the manifest.
 //!
@@ -256,6 +258,7 @@ impl Restored {
 #[derive(Debug)]
 pub struct Staged {
     dir: std::path::PathBuf,
+    _lock: Option<FolderLock>,
 }
 
 impl Staged {
@@ -272,10 +275,11 @@ impl Drop for Staged {
 }
 
 /// Whether [`load`] fetches native snapshot files (to restore) or only checks they are there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetch {
-    /// Fetch every file to a local folder and check its checksum.
-    Files,
+    /// Fetch every file to a new folder in this one (where the job's state goes, so that it
+    /// can be hard-linked into place) and check its checksum.
+    Files(std::path::PathBuf),
     /// Check each file's size only.
     Sizes,
 }
@@ -341,7 +345,7 @@ impl From<StorageError> for LoadError {
 }
 
 /// Reads the checkpoint whose manifest is `manifest_name` and checks every blob and file.
-pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: Fetch) -> Result<Restored, LoadError> {
+pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: &Fetch) -> Result<Restored, LoadError> {
     let location = format!("{}/{manifest_name}", storage.url().trim_end_matches('/'));
     let bytes = storage
         .get(manifest_name)?
@@ -375,22 +379,27 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: Fetch
         }
     }
     let files: Vec<&FileRef> = manifest.handles().flat_map(|s| &s.files).collect();
+    // A file name is placed in a local folder: a separator or `..` in it would reach outside.
+    if let Some(f) = files.iter().find(|f| f.file.is_empty() || f.file.contains(['/', '\\']) || f.file == "..") {
+        return Err(LoadError::Corrupt(format!("checkpoint manifest `{location}` names a state file `{}`", f.file)));
+    }
     let staged = match fetch {
         _ if files.is_empty() => None,
         Fetch::Sizes => {
             for f in files {
-                check_file(storage, f, storage.size(&f.name).ok().map(|size| (size, f.xxh64)))?;
+                check_file(storage, f, storage.size_if_exists(&f.name)?.map(|size| (size, f.xxh64)))?;
             }
             None
         }
-        Fetch::Files => {
+        Fetch::Files(base) => {
             use std::hash::{BuildHasher, Hasher};
             let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-            checkpoint_tmp_cleanup();
-            let dir = std::env::temp_dir().join(format!("sluice-restore-{}-{random:016x}", std::process::id()));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| LoadError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-            let staged = Staged { dir };
+            remove_abandoned(base, "sluice-restore-");
+            let dir = base.join(format!("sluice-restore-{}-{random:016x}", std::process::id()));
+            let cannot = |e: std::io::Error| LoadError::Storage(format!("cannot create {}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(cannot)?;
+            let lock = Some(FolderLock::take(&dir).map_err(cannot)?);
+            let staged = Staged { dir, _lock: lock };
             for f in files {
                 check_file(storage, f, storage.fetch(&f.name, &staged.path(&f.name))?)?;
             }
@@ -398,11 +407,6 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: Fetch
         }
     };
     Ok(Restored { manifest, blobs, location, storage: storage.clone(), staged })
-}
-
-/// Removes restore folders that killed runs left in the temp folder.
-fn checkpoint_tmp_cleanup() {
-    remove_left_by_dead_processes(&std::env::temp_dir(), "sluice-restore-", |_| true);
 }
 
 /// A native snapshot file found with `found` (size and XXH64), or why the checkpoint is corrupt.
@@ -426,7 +430,7 @@ fn check_file(storage: &Storage, f: &FileRef, found: Option<(u64, u64)>) -> Resu
 pub fn latest(
     storage: &Storage,
     pipeline: &str,
-    fetch: Fetch,
+    fetch: &Fetch,
     skipped: &mut Vec<String>,
 ) -> Result<Option<Restored>, LoadError> {
     latest_of(storage, &manifests(storage)?, pipeline, fetch, skipped)
@@ -437,7 +441,7 @@ pub fn latest_of(
     storage: &Storage,
     manifests: &[(u64, String)],
     pipeline: &str,
-    fetch: Fetch,
+    fetch: &Fetch,
     skipped: &mut Vec<String>,
 ) -> Result<Option<Restored>, LoadError> {
     for (_, name) in manifests {
@@ -459,7 +463,7 @@ pub fn open_location(
     inside: Option<&Storage>,
     s3: Option<&S3Options>,
     pipeline: &str,
-    fetch: Fetch,
+    fetch: &Fetch,
 ) -> Result<Option<Restored>, String> {
     let trimmed = location.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix(MANIFEST).map_or(trimmed, |t| t.trim_end_matches('/'));
@@ -561,19 +565,60 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-/// Removes the folders in `base` named `{prefix}{pid}-{rest}` that a process no longer running
-/// on this host left behind (it was killed before it could remove them), where `rest` passes
-/// `rest_ok`.
-pub fn remove_left_by_dead_processes(base: &std::path::Path, prefix: &str, rest_ok: impl Fn(&str) -> bool) {
+/// The lock file of a folder a run uses (see [`FolderLock`]).
+const FOLDER_LOCK: &str = ".sluice-lock";
+
+/// An exclusive lock on a local folder a run works in (state, restore staging, sink
+/// staging), held while this value lives and released by the kernel when the process dies:
+/// [`remove_abandoned`] removes only folders whose lock nobody holds.
+#[derive(Debug)]
+pub struct FolderLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl FolderLock {
+    /// Locks `dir` (which must exist).
+    pub fn take(dir: &std::path::Path) -> std::io::Result<FolderLock> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join(FOLDER_LOCK);
+        // Locked under a name of its own, then renamed: the lock file is never there unlocked.
+        let tmp = dir.join(format!("{FOLDER_LOCK}.{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&tmp)?;
+        // SAFETY: flock on a descriptor this value owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if path.exists() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the folder is locked already"));
+        }
+        std::fs::rename(&tmp, &path)?;
+        Ok(FolderLock { file, path })
+    }
+
+    /// Unlocks and removes the lock file, so the folder can be removed once empty.
+    pub fn release(self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// Removes the folders in `base` whose names start with `prefix` and that a run left behind
+/// when it was killed: those with a lock file ([`FolderLock`]) nobody holds. A folder without
+/// one is left alone.
+pub fn remove_abandoned(base: &std::path::Path, prefix: &str) {
+    use std::os::fd::AsRawFd;
     let Ok(entries) = std::fs::read_dir(base) else { return };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some((pid, rest)) = name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|r| r.split_once('-'))
-        else {
+        if !e.file_name().to_str().is_some_and(|n| n.starts_with(prefix)) {
             continue;
-        };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        if pid != std::process::id() && rest_ok(rest) && !process_alive(pid) {
+        }
+        let Ok(lock) = std::fs::File::open(e.path().join(FOLDER_LOCK)) else { continue };
+        // SAFETY: flock on a descriptor owned here; the lock goes with it.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -651,6 +696,87 @@ impl Lease {
         if held.is_some_and(|h| h.owner == self.owner) {
             let _ = storage.delete(LEASE);
         }
+    }
+}
+
+/// Keeps a lease renewed from a thread of its own, so that a long restore or deployment does
+/// not let it expire; reports what the run must act on: a lease another run took over, a stop
+/// request ([`request_stop`]), renewals that failed. Dropping it gives the lease up.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    lease: Lease,
+    storage: Storage,
+    shared: Arc<KeeperState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct KeeperState {
+    stop: std::sync::atomic::AtomicBool,
+    stop_requested: std::sync::atomic::AtomicBool,
+    lost: std::sync::Mutex<Option<String>>,
+    problems: std::sync::Mutex<Vec<String>>,
+}
+
+impl LeaseKeeper {
+    /// Renews `lease` of `storage` every `every` until [`LeaseKeeper::release`].
+    pub fn start(lease: Lease, storage: Storage, every: std::time::Duration) -> LeaseKeeper {
+        use std::sync::atomic::Ordering;
+        let shared = Arc::new(KeeperState::default());
+        let (mut mine, store, state) = (lease.clone(), storage.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || {
+                loop {
+                    let until = std::time::Instant::now() + every;
+                    while std::time::Instant::now() < until {
+                        if state.stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    match mine.renew(&store) {
+                        Err(e) if e.0.contains("took over") => {
+                            *state.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.0);
+                            return;
+                        }
+                        Err(e) => state.problems.lock().unwrap_or_else(|e| e.into_inner()).push(e.0),
+                        Ok(()) => {
+                            if mine.stop_requested(&store).unwrap_or(false) {
+                                state.stop_requested.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        LeaseKeeper { lease, storage, shared, thread }
+    }
+
+    /// Why the lease is lost (another run took it over), if it is.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether a stop with savepoint was asked since the last call.
+    pub fn take_stop_request(&self) -> bool {
+        self.shared.stop_requested.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Renewals that failed since the last call (the storage could not be reached).
+    pub fn take_problems(&self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.problems.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for LeaseKeeper {
+    /// Stops renewing and gives the lease up.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.lease.release(&self.storage);
     }
 }
 
@@ -733,6 +859,34 @@ pub fn fail_point(point: &str) -> Result<(), crate::runtime::OperatorError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_folders_whose_lock_nobody_holds_are_removed_as_abandoned() {
+        let base = tempfile::tempdir().unwrap();
+        let folder = |name: &str| {
+            let d = base.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            d
+        };
+        let live = folder("sluice-x-live");
+        let _held = FolderLock::take(&live).unwrap();
+        let dead = folder("sluice-x-dead");
+        // Dropped without `release`, as a killed run leaves it.
+        drop(FolderLock::take(&dead).unwrap());
+        // A run that was taking its lock when it died: only a lock file of its own name.
+        let starting = folder("sluice-x-starting");
+        std::fs::write(starting.join(format!("{FOLDER_LOCK}.1")), "").unwrap();
+        let unlocked = folder("sluice-x-nolock");
+        let other = folder("other-dead");
+        drop(FolderLock::take(&other).unwrap());
+        remove_abandoned(base.path(), "sluice-x-");
+        assert!(live.exists(), "a held lock keeps its folder");
+        assert!(!dead.exists(), "an abandoned folder goes");
+        assert!(starting.exists(), "a folder whose lock was never in place is not judged");
+        assert!(unlocked.exists(), "a folder without a lock file is not judged");
+        assert!(other.exists(), "only names with the prefix");
+        assert!(FolderLock::take(&live).is_err(), "one holder at a time");
+    }
     use super::*;
 
     #[test]

@@ -1,8 +1,8 @@
 //! Checkpoint storage: a `file://` folder or an `s3://bucket/prefix`, both through the
 //! `object_store` crate (one API; atomic puts; create-if-absent for manifests and leases).
 //!
-//! Calls are blocking wrappers over one shared tokio runtime, except [`Storage::put_async`],
-//! which subtask snapshots upload through without waiting.
+//! Calls are blocking wrappers over one shared tokio runtime, except [`Storage::put_async`] and
+//! [`Storage::put_file`], which subtask snapshots upload through without waiting.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -248,15 +248,23 @@ impl Storage {
         let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(read_error)?;
-            if n == 0 {
-                break;
+        let sent: StorageResult<()> = async {
+            loop {
+                let n = f.read(&mut buf).map_err(read_error)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                std::hash::Hasher::write(&mut hash, &buf[..n]);
+                size += n as u64;
+                w.wait_for_capacity(4).await.map_err(|e| self.error("upload", name, e))?;
+                w.write(&buf[..n]);
             }
-            std::hash::Hasher::write(&mut hash, &buf[..n]);
-            size += n as u64;
-            w.wait_for_capacity(4).await.map_err(|e| self.error("upload", name, e))?;
-            w.write(&buf[..n]);
+        }
+        .await;
+        if let Err(e) = sent {
+            // Parts already sent would stay in the bucket, unlisted, until aborted.
+            let _ = w.abort().await;
+            return Err(e);
         }
         w.finish().await.map_err(|e| self.error("upload", name, e))?;
         Ok((size, std::hash::Hasher::finish(&hash)))
@@ -273,7 +281,9 @@ impl Storage {
                 return Ok(None);
             }
             if std::fs::hard_link(&from, to).is_err() {
-                std::fs::copy(&from, to).map_err(|e| self.error_io("read", name, e))?;
+                std::fs::copy(&from, to).map_err(|e| {
+                    StorageError(format!("cannot copy `{name}` of `{}` to {}: {e}", self.url, to.display()))
+                })?;
             }
             return hash_file(to).map(Some).map_err(|e| self.error_io("read", name, e));
         }
@@ -321,6 +331,15 @@ impl Storage {
                 Err(e) => Err(self.error("read", name, e)),
             }
         })
+    }
+
+    /// The size of `name` in bytes; `Ok(None)` when it does not exist.
+    pub fn size_if_exists(&self, name: &str) -> StorageResult<Option<u64>> {
+        match runtime().block_on(self.store.head(&self.path(name))) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error("look at", name, e)),
+        }
     }
 
     /// The size of `name` in bytes.

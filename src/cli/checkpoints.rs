@@ -140,7 +140,7 @@ pub fn plan_against(
         return Ok(ExitCode::from(1));
     };
     let s3 = v.pipeline.checkpoints.as_ref().and_then(|c| c.s3.as_ref());
-    let restored = checkpoint::open_location(against, None, s3, &v.pipeline.name, checkpoint::Fetch::Sizes)
+    let restored = checkpoint::open_location(against, None, s3, &v.pipeline.name, &checkpoint::Fetch::Sizes)
         .map_err(|e| anyhow::anyhow!(e))?;
     let Some(r) = restored else { anyhow::bail!("`{against}` holds no complete checkpoint") };
     let plan = sluice::plan::build(v);

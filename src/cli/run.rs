@@ -166,12 +166,20 @@ fn stop_running(out: &mut dyn Write, validated: &spec::Validated) -> anyhow::Res
     let before = checkpoint::inventory(&storage).map_err(|e| anyhow::anyhow!("{e}"))?.max_id.unwrap_or(0);
     let lease = checkpoint::request_stop(&storage, &p.name).map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("asked the run of `{}` (process {} on `{}`) to stop with a savepoint", p.name, lease.pid, lease.host);
-    // It looks at each lease renewal, then has the checkpoint timeout to take the savepoint.
+    // It looks at each lease renewal; a checkpoint in flight may finish first, then the
+    // savepoint gets the checkpoint timeout, and the run drains.
     let timeout = c.timeout.map_or(std::time::Duration::from_secs(600), |t| t.0);
-    let deadline = std::time::Instant::now() + timeout + std::time::Duration::from_secs(30);
+    let pause = c.min_pause.map_or(std::time::Duration::ZERO, |t| t.0);
+    let started = std::time::Instant::now();
+    let deadline = started + 2 * timeout + pause + std::time::Duration::from_secs(60);
     while checkpoint::still_held(&storage, &lease).unwrap_or(true) {
         if std::time::Instant::now() > deadline {
-            anyhow::bail!("the run of `{}` still holds `{}` after {timeout:?}", p.name, c.storage);
+            anyhow::bail!(
+                "the run of `{}` still holds `{}` after {:.0?}; it may still stop",
+                p.name,
+                c.storage,
+                started.elapsed()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

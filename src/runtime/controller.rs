@@ -171,12 +171,13 @@ fn job_error(operator: &str, error: OperatorError) -> JobError {
 /// The checkpoint state of one run: storage, lease and what to restore.
 struct Checkpointing {
     storage: Storage,
-    lease: Lease,
-    last_renewal: Instant,
+    keeper: checkpoint::LeaseKeeper,
     retain: usize,
     settings: CheckpointSettings,
     /// Log every checkpoint (`SLUICE_LOG=checkpoints`).
     verbose: bool,
+    /// How a restart fetches the checkpoint it restores.
+    fetch: checkpoint::Fetch,
 }
 
 /// Restart decisions by the spec's `restart:` strategy.
@@ -242,6 +243,10 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let fail = |e: StorageError| job_error("checkpoints", OperatorError::external(e.0, false));
         let storage = Storage::open(&c.storage, c.s3.as_ref()).map_err(fail)?;
         let lease = Lease::acquire(&storage, &p.name).map_err(fail)?;
+        // Renewed from now on, through however long restoring takes.
+        let keeper = checkpoint::LeaseKeeper::start(lease, storage.clone(), LEASE_RENEWAL);
+        // Restored state files are fetched next to where the job's state goes, to be linked in.
+        let fetch = checkpoint::Fetch::Files(crate::state::StateEnv::base(p.state.as_ref()));
         // Ids and generations go on from everything the storage holds, complete or not.
         let inventory = checkpoint::inventory(&storage).map_err(fail)?;
         let too_many = || {
@@ -255,17 +260,15 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let mut newest = match (&from, fresh) {
             (Some(from), _) => {
                 let inside = (!from.contains("://") && !from.starts_with('/')).then_some(&storage);
-                let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name, checkpoint::Fetch::Files)
+                let r = checkpoint::open_location(from, inside, c.s3.as_ref(), &p.name, &fetch)
                     .map_err(|e| job_error("checkpoints", OperatorError::new(e)))?;
                 Some(r.ok_or_else(|| {
                     job_error("checkpoints", OperatorError::new(format!("`{from}` holds no complete checkpoint")))
                 })?)
             }
             (None, true) => None,
-            (None, false) => {
-                checkpoint::latest_of(&storage, &inventory.manifests, &p.name, checkpoint::Fetch::Files, &mut skipped)
-                    .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?
-            }
+            (None, false) => checkpoint::latest_of(&storage, &inventory.manifests, &p.name, &fetch, &mut skipped)
+                .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?,
         };
         for s in skipped {
             log(&format!("skipping a checkpoint: {s}"));
@@ -307,9 +310,9 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         restored = newest;
         checkpointing = Some(Checkpointing {
             storage,
-            lease,
-            last_renewal: Instant::now(),
+            keeper,
             retain: c.retain.map_or(1, |r| r as usize),
+            fetch,
             verbose: std::env::var("SLUICE_LOG").is_ok_and(|l| l.split(',').any(|x| x == "checkpoints")),
             settings: CheckpointSettings {
                 interval: c.interval.0,
@@ -337,9 +340,8 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
             started,
         },
     );
-    if let Some(c) = &checkpointing {
-        c.lease.release(&c.storage);
-    }
+    // The lease is given up.
+    drop(checkpointing);
     result
 }
 
@@ -376,6 +378,7 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
     let mut restarts =
         Restarts { strategy: p.restart.clone(), failures: VecDeque::new(), attempts: 0, last_start: Instant::now() };
     let mut stop_asked = false;
+    let mut lease_lost = false;
     // Until this run completes a checkpoint of its own, a restart restores what the first
     // attempt did (the one `--from` named, none with `--fresh`, with state `--allow-state-loss`
     // dropped), not whatever is latest in the storage.
@@ -481,20 +484,21 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                 continue;
             }
             to_executor.extend(master.tick(Instant::now()));
-            if let Some(c) = checkpointing.as_deref_mut().filter(|c| c.last_renewal.elapsed() >= LEASE_RENEWAL) {
-                match renew_lease(c, log) {
-                    // Another run holds the storage now: stop before writing anything more.
-                    Err(e) => {
-                        log(&e.to_string());
-                        to_executor.extend(master.fail_now(e.error));
-                    }
-                    // `sluice run --stop-with-savepoint` asks through the storage.
-                    Ok(()) if !stop_asked && c.lease.stop_requested(&c.storage).unwrap_or(false) => {
-                        log("stopping with a savepoint, as requested");
-                        stop_asked = true;
-                        to_executor.extend(master.stop_with_savepoint());
-                    }
-                    Ok(()) => {}
+            if let Some(c) = checkpointing.as_deref() {
+                for problem in c.keeper.take_problems() {
+                    log(&format!("cannot renew the lease of the checkpoint storage: {problem}"));
+                }
+                // Another run holds the storage now: stop before writing anything more.
+                if let Some(why) = c.keeper.lost().filter(|_| !lease_lost) {
+                    lease_lost = true;
+                    log(&why);
+                    to_executor.extend(master.fail_now(OperatorError::new(why)));
+                }
+                // `sluice run --stop-with-savepoint` asks through the storage.
+                if c.keeper.take_stop_request() && !stop_asked {
+                    log("stopping with a savepoint, as requested");
+                    stop_asked = true;
+                    to_executor.extend(master.stop_with_savepoint());
                 }
             }
             for report in executor.poll(POLL) {
@@ -519,19 +523,19 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             let delay = if retryable && !stop_asked { restarts.next() } else { None };
             let Some(delay) = delay else { return Err(failure) };
             log(&format!("{failure}; restarting in {delay:?} (restart {})", restarts.attempts));
-            // The lease is kept through the wait.
+            // The lease is kept through the wait (its keeper renews it).
             let until = Instant::now() + delay;
             while Instant::now() < until {
-                std::thread::sleep((until - Instant::now()).min(LEASE_RENEWAL));
-                if let Some(c) = checkpointing.as_deref_mut() {
-                    renew_lease(c, log)?;
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+                if let Some(why) = checkpointing.as_deref().and_then(|c| c.keeper.lost()) {
+                    return Err(job_error("checkpoints", OperatorError::new(why)));
                 }
             }
             generation += 1;
             restored = match &checkpointing {
                 Some(c) if completed_any => {
                     let mut skipped = Vec::new();
-                    let latest = checkpoint::latest(&c.storage, &p.name, checkpoint::Fetch::Files, &mut skipped)
+                    let latest = checkpoint::latest(&c.storage, &p.name, &c.fetch, &mut skipped)
                         .map_err(|e| job_error("checkpoints", OperatorError::external(e.to_string(), false)))?;
                     for s in skipped {
                         log(&format!("skipping a checkpoint: {s}"));
@@ -550,20 +554,6 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             last_checkpoint: master.completed_checkpoint(),
             restarts: restarts.attempts,
         });
-    }
-}
-
-/// Renews the storage lease: a storage that cannot be reached is logged (checkpoints fail
-/// meanwhile), a lease another run took over is an error.
-fn renew_lease(c: &mut Checkpointing, log: &mut LogFn) -> Result<(), JobError> {
-    c.last_renewal = Instant::now();
-    match c.lease.renew(&c.storage) {
-        Ok(()) => Ok(()),
-        Err(e) if e.0.contains("took over") => Err(job_error("checkpoints", OperatorError::new(e.0))),
-        Err(e) => {
-            log(&format!("cannot renew the lease of the checkpoint storage: {e}"));
-            Ok(())
-        }
     }
 }
 

@@ -321,7 +321,8 @@ impl<'a> TaskExecutor<'a> {
         let folder = self.folders.get(&checkpoint).cloned().unwrap_or_else(|| format!("chk-{checkpoint:010}"));
         let storage = self.options.storage.clone();
         let generation = self.generation.unwrap_or(1);
-        // A savepoint stands alone: it stores every file itself.
+        // A savepoint stores the files of every subtask that snapshots for it itself (a subtask
+        // that had already finished is in it with what an earlier checkpoint stored).
         let stored = if folder.starts_with("sp-") { Arc::default() } else { self.stored_files.clone() };
         let job = async move {
             let mut handles = Vec::with_capacity(states.len());

@@ -366,6 +366,15 @@ impl BuildContext {
         &self,
         descriptors: Vec<crate::state::backend::StateDescriptor>,
     ) -> Result<Box<dyn crate::state::backend::StateBackend>, OperatorError> {
+        if let Some(r) = &self.restored
+            && r.staged.is_none()
+            && r.manifest.operator(&self.operator).is_some_and(|o| o.subtasks.iter().any(|s| !s.files.is_empty()))
+        {
+            return Err(OperatorError::new(format!(
+                "the state files of `{}` in {} were not fetched",
+                self.operator, r.location
+            )));
+        }
         let parts = self.restored.as_ref().map(|r| r.native_parts(&self.operator)).unwrap_or_default();
         Ok(self.state.open_restored(&self.operator, self.subtask, descriptors, self.key_groups.clone(), &parts)?)
     }

@@ -57,6 +57,8 @@ pub struct StateEnv {
     root: PathBuf,
     /// Bytes of memory each stateful subtask may use: RocksDB's caches, windows' in-memory tier.
     per_subtask_memory: usize,
+    /// Held while the job's folder exists.
+    lock: std::sync::Mutex<Option<crate::checkpoint::FolderLock>>,
 }
 
 /// Default RocksDB memory budget of a whole job, divided among its stateful subtasks.
@@ -66,20 +68,36 @@ impl StateEnv {
     /// The state settings of job `job`, whose keyed operators run `stateful_subtasks` subtasks in all.
     pub fn new(job: &str, config: Option<&StateConfig>, stateful_subtasks: usize) -> Arc<Self> {
         let backend = config.map(|c| c.backend).unwrap_or_default();
-        let base = config.and_then(|c| c.path.as_deref()).map_or_else(std::env::temp_dir, PathBuf::from);
+        let base = Self::base(config);
         let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let job: String =
             job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         // Folders of runs of this job that were killed hold nothing anyone can use.
         if backend == StateBackendKind::Rocksdb {
-            crate::checkpoint::remove_left_by_dead_processes(&base, &format!("sluice-{job}-"), |rest| {
-                rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())
-            });
+            crate::checkpoint::remove_abandoned(&base, &format!("sluice-{job}-"));
         }
         let root = base.join(format!("sluice-{job}-{}-{random:016x}", std::process::id()));
         let memory = config.and_then(|c| c.memory).map_or(DEFAULT_STATE_MEMORY, |m| m.0);
         let per_subtask_memory = usize::try_from(memory / stateful_subtasks.max(1) as u64).unwrap_or(usize::MAX);
-        Arc::new(StateEnv { backend, root, per_subtask_memory })
+        Arc::new(StateEnv { backend, root, per_subtask_memory, lock: std::sync::Mutex::new(None) })
+    }
+
+    /// The folder the job folders of `config` go in: `state.path`, else the system temp folder.
+    pub fn base(config: Option<&StateConfig>) -> PathBuf {
+        config.and_then(|c| c.path.as_deref()).map_or_else(std::env::temp_dir, PathBuf::from)
+    }
+
+    /// Creates the job's folder (once) and locks it, so no other run takes it for abandoned.
+    fn make_root(&self) -> StateResult<()> {
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if lock.is_none() {
+            let cannot = |e: std::io::Error| {
+                StateError::new(format!("cannot create the state folder {}: {e}", self.root.display()))
+            };
+            std::fs::create_dir_all(&self.root).map_err(cannot)?;
+            *lock = Some(crate::checkpoint::FolderLock::take(&self.root).map_err(cannot)?);
+        }
+        Ok(())
     }
 
     /// Bytes of state memory each stateful subtask may use.
@@ -107,6 +125,7 @@ impl StateEnv {
         match self.backend {
             StateBackendKind::Memory => Ok(Box::new(MemoryBackend::new(descriptors))),
             StateBackendKind::Rocksdb => {
+                self.make_root()?;
                 let dir = self.root.join(format!("{operator}-{subtask}"));
                 let db = RocksDbBackend::open(&dir, descriptors, self.per_subtask_memory)
                     .map_err(|e| StateError::new(format!("cannot open the state of `{operator}`: {e}")))?;
@@ -153,6 +172,9 @@ impl StateEnv {
             .iter()
             .filter(|p| p.key_groups.start < key_groups.end && key_groups.start < p.key_groups.end)
             .collect();
+        if !overlapping.is_empty() {
+            self.make_root()?;
+        }
         if let ([part], StateBackendKind::Rocksdb) = (overlapping.as_slice(), self.backend)
             && part.key_groups == key_groups
         {
@@ -208,6 +230,9 @@ fn place_files(part: &NativePart, dir: &Path) -> StateResult<HashMap<String, Str
 impl Drop for StateEnv {
     fn drop(&mut self) {
         // Only an empty folder: every subtask's database has removed its own by now.
+        if let Some(lock) = self.lock.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            lock.release();
+        }
         let _ = std::fs::remove_dir(&self.root);
     }
 }

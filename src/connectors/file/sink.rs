@@ -269,6 +269,8 @@ pub struct FileWriter {
     remote: Option<String>,
     /// S3 settings.
     s3: Option<S3Options>,
+    /// The lock of an `s3://` sink's staging folder.
+    _staging_lock: Option<crate::checkpoint::FolderLock>,
 }
 
 impl FileWriter {
@@ -279,7 +281,7 @@ impl FileWriter {
         let (dir, remote) = match resolved.strip_prefix("s3://") {
             Some(_) => {
                 // Staged files of killed runs: what they uploaded is in the storage already.
-                crate::checkpoint::remove_left_by_dead_processes(&std::env::temp_dir(), "sluice-staging-", |_| true);
+                crate::checkpoint::remove_abandoned(&std::env::temp_dir(), "sluice-staging-");
                 let staging = std::env::temp_dir().join(format!(
                     "sluice-staging-{}-{}-{}-{}",
                     std::process::id(),
@@ -294,6 +296,14 @@ impl FileWriter {
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| OperatorError::io(format_args!("cannot create folder `{}`", cfg.path.0), e))?;
+        // A staging folder is locked while in use: a later run removes it only once abandoned.
+        let staging_lock = match remote {
+            Some(_) => Some(
+                crate::checkpoint::FolderLock::take(std::path::Path::new(&dir))
+                    .map_err(|e| OperatorError::io(format_args!("cannot lock staging folder `{dir}`"), e))?,
+            ),
+            None => None,
+        };
         let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
         let prefix = match ctx.checkpointing {
             true => format!("part-{}-{}-{}", ctx.operator, ctx.subtask, ctx.generation),
@@ -315,6 +325,7 @@ impl FileWriter {
             pending: Default::default(),
             remote,
             s3: cfg.s3.as_deref().cloned(),
+            _staging_lock: staging_lock,
         })
     }
 
