@@ -922,6 +922,55 @@ mod tests {
         Lease::acquire(&s, "p").unwrap();
     }
 
+    #[test]
+    fn state_files_are_fetched_checked_and_kept_inside_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path().join("store").to_str().unwrap(), None).unwrap();
+        let (size, xxh64) = (5, twox_hash::XxHash64::oneshot(0, b"12345"));
+        s.put("chk-0000000001/w-0-g1/000007.sst", b"12345".to_vec()).unwrap();
+        s.put("chk-0000000002/w-0-g1/000007.sst", b"12345".to_vec()).unwrap();
+        s.put("chk-0000000002/w-0-g1/000009.sst", b"12x45".to_vec()).unwrap();
+        let write = |id: u64, files: Vec<FileRef>| {
+            let mut m: Manifest = serde_json::from_slice(&manifest(id, false, &[])).unwrap();
+            m.operators[0].subtasks = vec![StateHandle {
+                operator: "w".into(),
+                subtask: 0,
+                meta: serde_json::Value::Null,
+                blob: None,
+                files,
+            }];
+            s.put(&format!("{}/{MANIFEST}", Manifest::folder(id, false)), serde_json::to_vec(&m).unwrap()).unwrap();
+        };
+        let file = |file: &str, name: &str| FileRef {
+            file: file.into(),
+            key: Some(format!("k-{file}")),
+            name: name.into(),
+            size,
+            xxh64,
+        };
+        write(1, vec![file("000007.sst", "chk-0000000001/w-0-g1/000007.sst")]);
+        let fetch = Fetch::Files(dir.path().join("state"));
+        let restored = load(&s, &format!("chk-0000000001/{MANIFEST}"), "p", &fetch).unwrap();
+        let parts = restored.native_parts("w");
+        assert_eq!(std::fs::read(&parts[0].files[0].path).unwrap(), b"12345", "fetched to a local path");
+        assert!(parts[0].files[0].path.starts_with(dir.path().join("state")), "next to the state");
+        drop(parts);
+        drop(restored);
+        // The staging folder goes with the restored checkpoint.
+        assert_eq!(std::fs::read_dir(dir.path().join("state")).unwrap().count(), 0);
+
+        // Same size, other bytes: corrupt. A name that would leave the folder: refused.
+        write(2, vec![file("000009.sst", "chk-0000000002/w-0-g1/000009.sst")]);
+        let err = load(&s, &format!("chk-0000000002/{MANIFEST}"), "p", &fetch).unwrap_err();
+        assert!(err.to_string().contains("000009.sst` is corrupt (checksum mismatch)"), "{err}");
+        write(2, vec![file("../000007.sst", "chk-0000000002/w-0-g1/000007.sst")]);
+        let err = load(&s, &format!("chk-0000000002/{MANIFEST}"), "p", &Fetch::Sizes).unwrap_err();
+        assert!(matches!(&err, LoadError::Corrupt(m) if m.contains("names a state file `../000007.sst`")), "{err}");
+        write(2, vec![file("000008.sst", "chk-0000000002/w-0-g1/000008.sst")]);
+        let err = load(&s, &format!("chk-0000000002/{MANIFEST}"), "p", &Fetch::Sizes).unwrap_err();
+        assert!(matches!(&err, LoadError::Corrupt(m) if m.contains("000008.sst` is missing")), "{err}");
+    }
+
     fn manifest(id: u64, savepoint: bool, blobs: &[&str]) -> Vec<u8> {
         let subtasks = blobs
             .iter()
