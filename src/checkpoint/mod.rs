@@ -400,8 +400,10 @@ pub fn load(storage: &Storage, manifest_name: &str, pipeline: &str, fetch: &Fetc
             std::fs::create_dir_all(&dir).map_err(cannot)?;
             let lock = Some(FolderLock::take(&dir).map_err(cannot)?);
             let staged = Staged { dir, _lock: lock };
-            for f in files {
-                check_file(storage, f, storage.fetch(&f.name, &staged.path(&f.name))?)?;
+            let items: Vec<(&str, std::path::PathBuf)> =
+                files.iter().map(|f| (f.name.as_str(), staged.path(&f.name))).collect();
+            for (f, found) in files.iter().zip(storage.fetch_many(&items)) {
+                check_file(storage, f, found?)?;
             }
             Some(Arc::new(staged))
         }

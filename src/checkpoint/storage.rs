@@ -270,10 +270,19 @@ impl Storage {
         Ok((size, std::hash::Hasher::finish(&hash)))
     }
 
-    /// Fetches `name` into the local file `to` (replacing it); returns the size and XXH64 of
-    /// what was fetched, `Ok(None)` when `name` does not exist. A local storage hard-links.
-    pub fn fetch(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
-        let write_error = |e: std::io::Error| StorageError(format!("cannot write {}: {e}", to.display()));
+    /// Fetches each `name` into the local file `to` (replacing it): per item, in order, the size
+    /// and XXH64 of what was fetched, `Ok(None)` when `name` does not exist. A local storage
+    /// hard-links; S3 fetches up to 8 at a time.
+    pub fn fetch_many(&self, items: &[(&str, PathBuf)]) -> Vec<StorageResult<Option<(u64, u64)>>> {
+        if self.local.is_some() {
+            return items.iter().map(|(name, to)| self.fetch_local(name, to)).collect();
+        }
+        use futures::StreamExt;
+        runtime()
+            .block_on(futures::stream::iter(items).map(|(name, to)| self.fetch_remote(name, to)).buffered(8).collect())
+    }
+
+    fn fetch_local(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
         let _ = std::fs::remove_file(to);
         if let Some(root) = &self.local {
             let from = root.join(name);
@@ -287,24 +296,27 @@ impl Storage {
             }
             return hash_file(to).map(Some).map_err(|e| self.error_io("read", name, e));
         }
-        let path = self.path(name);
-        runtime().block_on(async {
-            let mut stream = match self.store.get(&path).await {
-                Ok(r) => r.into_stream(),
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(self.error("read", name, e)),
-            };
-            let mut out = std::io::BufWriter::new(std::fs::File::create(to).map_err(write_error)?);
-            let mut hash = twox_hash::XxHash64::with_seed(0);
-            let mut size = 0u64;
-            while let Some(chunk) = stream.try_next().await.map_err(|e| self.error("read", name, e))? {
-                std::hash::Hasher::write(&mut hash, &chunk);
-                size += chunk.len() as u64;
-                out.write_all(&chunk).map_err(write_error)?;
-            }
-            out.flush().map_err(write_error)?;
-            Ok(Some((size, std::hash::Hasher::finish(&hash))))
-        })
+        Ok(None)
+    }
+
+    async fn fetch_remote(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
+        let write_error = |e: std::io::Error| StorageError(format!("cannot write {}: {e}", to.display()));
+        let _ = std::fs::remove_file(to);
+        let mut stream = match self.store.get(&self.path(name)).await {
+            Ok(r) => r.into_stream(),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.error("read", name, e)),
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(to).map_err(write_error)?);
+        let mut hash = twox_hash::XxHash64::with_seed(0);
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.error("read", name, e))? {
+            std::hash::Hasher::write(&mut hash, &chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).map_err(write_error)?;
+        }
+        out.flush().map_err(write_error)?;
+        Ok(Some((size, std::hash::Hasher::finish(&hash))))
     }
 
     fn error_io(&self, what: &str, name: &str, e: std::io::Error) -> StorageError {
