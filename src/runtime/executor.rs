@@ -214,8 +214,10 @@ impl<'a> TaskExecutor<'a> {
                 Vec::new()
             }
             ToExecutor::NotifyCheckpointComplete { checkpoint, .. } => {
+                // Later checkpoints refer to what this one stored, unless it is a savepoint.
+                let savepoint = self.folders.get(&checkpoint).is_some_and(|f| f.starts_with("sp-"));
                 self.folders.retain(|id, _| *id > checkpoint);
-                if let Some(files) = self.pending_files.remove(&checkpoint) {
+                if let Some(files) = self.pending_files.remove(&checkpoint).filter(|_| !savepoint) {
                     self.stored_files = Arc::new(files.into_iter().filter_map(|f| Some((f.key.clone()?, f))).collect());
                 }
                 self.pending_files.retain(|id, _| *id > checkpoint);
