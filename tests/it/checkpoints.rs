@@ -889,6 +889,17 @@ fn run_stop_with_savepoint_stops_the_running_job_through_its_storage() {
     let refused = stop();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no run of `a` holds storage"), "{refused:?}");
+    // A spec without checkpoints has nothing to stop through, nor to list.
+    let plain = dir.path().join("plain.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let (head, tail) = text.split_once("checkpoints:").unwrap();
+    std::fs::write(&plain, format!("{head}{}", &tail[tail.find("sources:").unwrap()..])).unwrap();
+    let refused = crate::sluice(&["run", plain.to_str().unwrap(), "--stop-with-savepoint"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("takes no checkpoints"), "{refused:?}");
+    let refused = crate::sluice(&["checkpoints", "list", plain.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a valid spec with `checkpoints:`"), "{refused:?}");
 
     let child = spawn_run(&spec, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
