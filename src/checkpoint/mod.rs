@@ -575,8 +575,8 @@ const FOLDER_LOCK: &str = ".sluice-lock";
 /// [`remove_abandoned`] removes only folders whose lock nobody holds.
 #[derive(Debug)]
 pub struct FolderLock {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+    /// `None` on a file system without `flock` (the folder is then never taken for abandoned).
+    held: Option<(std::fs::File, std::path::PathBuf)>,
 }
 
 impl FolderLock {
@@ -591,20 +591,25 @@ impl FolderLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return match e.raw_os_error() {
+                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS) => Ok(FolderLock { held: None }),
+                _ => Err(e),
+            };
         }
         if path.exists() {
             let _ = std::fs::remove_file(&tmp);
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the folder is locked already"));
         }
         std::fs::rename(&tmp, &path)?;
-        Ok(FolderLock { file, path })
+        Ok(FolderLock { held: Some((file, path)) })
     }
 
     /// Unlocks and removes the lock file, so the folder can be removed once empty.
     pub fn release(self) {
-        let _ = std::fs::remove_file(&self.path);
-        drop(self.file);
+        if let Some((file, path)) = self.held {
+            let _ = std::fs::remove_file(&path);
+            drop(file);
+        }
     }
 }
 
@@ -618,9 +623,20 @@ pub fn remove_abandoned(base: &std::path::Path, prefix: &str) {
         if !e.file_name().to_str().is_some_and(|n| n.starts_with(prefix)) {
             continue;
         }
-        let Ok(lock) = std::fs::File::open(e.path().join(FOLDER_LOCK)) else { continue };
+        let path = e.path().join(FOLDER_LOCK);
+        let Ok(lock) = std::fs::File::open(&path) else { continue };
         // SAFETY: flock on a descriptor owned here; the lock goes with it.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        // A run that released its lock removed the file first: only the file still in place
+        // counts (its holder died with it locked).
+        use std::os::unix::fs::MetadataExt;
+        let same = match (lock.metadata(), std::fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -703,56 +719,53 @@ impl Lease {
 
 /// Keeps a lease renewed from a thread of its own, so that a long restore or deployment does
 /// not let it expire; reports what the run must act on: a lease another run took over, a stop
-/// request ([`request_stop`]), renewals that failed. Dropping it gives the lease up.
+/// request ([`request_stop`]), renewals that failed. Dropping it gives the lease up (waiting at
+/// most 2 s for a storage call in progress).
 #[derive(Debug)]
 pub struct LeaseKeeper {
-    lease: Lease,
-    storage: Storage,
     shared: Arc<KeeperState>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    wake: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 #[derive(Debug, Default)]
 struct KeeperState {
-    stop: std::sync::atomic::AtomicBool,
     stop_requested: std::sync::atomic::AtomicBool,
     lost: std::sync::Mutex<Option<String>>,
     problems: std::sync::Mutex<Vec<String>>,
 }
 
 impl LeaseKeeper {
-    /// Renews `lease` of `storage` every `every` until [`LeaseKeeper::release`].
-    pub fn start(lease: Lease, storage: Storage, every: std::time::Duration) -> LeaseKeeper {
-        use std::sync::atomic::Ordering;
+    /// Renews `lease` of `storage` every `every` until dropped.
+    pub fn start(lease: Lease, storage: Storage, every: std::time::Duration) -> std::io::Result<LeaseKeeper> {
+        use std::sync::mpsc::RecvTimeoutError;
         let shared = Arc::new(KeeperState::default());
-        let (mut mine, store, state) = (lease.clone(), storage.clone(), shared.clone());
-        let thread = std::thread::Builder::new()
-            .name("lease".into())
-            .spawn(move || {
-                loop {
-                    let until = std::time::Instant::now() + every;
-                    while std::time::Instant::now() < until {
-                        if state.stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let (finished, done) = std::sync::mpsc::channel::<()>();
+        let (mut mine, state) = (lease, shared.clone());
+        std::thread::Builder::new().name("lease".into()).spawn(move || {
+            let mut lost = false;
+            while let Err(RecvTimeoutError::Timeout) = woken.recv_timeout(every) {
+                match mine.renew(&storage) {
+                    Err(e) if e.0.contains("took over") => {
+                        *state.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.0);
+                        lost = true;
+                        break;
                     }
-                    match mine.renew(&store) {
-                        Err(e) if e.0.contains("took over") => {
-                            *state.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.0);
-                            return;
-                        }
-                        Err(e) => state.problems.lock().unwrap_or_else(|e| e.into_inner()).push(e.0),
-                        Ok(()) => {
-                            if mine.stop_requested(&store).unwrap_or(false) {
-                                state.stop_requested.store(true, Ordering::Relaxed);
-                            }
+                    Err(e) => state.problems.lock().unwrap_or_else(|e| e.into_inner()).push(e.0),
+                    Ok(()) => {
+                        if mine.stop_requested(&storage).unwrap_or(false) {
+                            state.stop_requested.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 }
-            })
-            .ok();
-        LeaseKeeper { lease, storage, shared, thread }
+            }
+            if !lost {
+                mine.release(&storage);
+            }
+            let _ = finished.send(());
+        })?;
+        Ok(LeaseKeeper { shared, wake, done })
     }
 
     /// Why the lease is lost (another run took it over), if it is.
@@ -772,13 +785,10 @@ impl LeaseKeeper {
 }
 
 impl Drop for LeaseKeeper {
-    /// Stops renewing and gives the lease up.
+    /// Wakes the renewing thread, which gives the lease up and ends; waits for it a little.
     fn drop(&mut self) {
-        self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.lease.release(&self.storage);
+        let _ = self.wake.send(());
+        let _ = self.done.recv_timeout(std::time::Duration::from_secs(2));
     }
 }
 
@@ -971,6 +981,38 @@ mod tests {
         write(2, vec![file("000008.sst", "chk-0000000002/w-0-g1/000008.sst")]);
         let err = load(&s, &format!("chk-0000000002/{MANIFEST}"), "p", &Fetch::Sizes).unwrap_err();
         assert!(matches!(&err, LoadError::Corrupt(m) if m.contains("000008.sst` is missing")), "{err}");
+    }
+
+    #[test]
+    fn a_lease_keeper_renews_hears_stop_requests_notices_a_takeover_and_releases_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path().to_str().unwrap(), None).unwrap();
+        let wait_for = |what: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !what() {
+                assert!(std::time::Instant::now() < deadline, "timed out");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let lease = Lease::acquire(&s, "p").unwrap();
+        let first_expiry = lease.expires_ms;
+        let keeper = LeaseKeeper::start(lease.clone(), s.clone(), std::time::Duration::from_millis(20)).unwrap();
+        let held = || serde_json::from_slice::<Lease>(&s.get(LEASE).unwrap().unwrap()).unwrap();
+        wait_for(&|| held().expires_ms > first_expiry);
+        request_stop(&s, "p").unwrap();
+        wait_for(&|| keeper.take_stop_request());
+        drop(keeper);
+        assert!(s.get(LEASE).unwrap().is_none(), "dropping the keeper gives the lease up");
+
+        let lease = Lease::acquire(&s, "p").unwrap();
+        let keeper = LeaseKeeper::start(lease, s.clone(), std::time::Duration::from_millis(20)).unwrap();
+        let mut other = held();
+        other.owner = "someone else".into();
+        s.put(LEASE, serde_json::to_vec(&other).unwrap()).unwrap();
+        wait_for(&|| keeper.lost().is_some());
+        assert!(keeper.lost().unwrap().contains("took over"));
+        drop(keeper);
+        assert_eq!(held().owner, "someone else", "a lost lease is not released");
     }
 
     fn manifest(id: u64, savepoint: bool, blobs: &[&str]) -> Vec<u8> {

@@ -244,7 +244,9 @@ pub fn run_job(v: &Validated, options: JobOptions) -> Result<JobResult, JobError
         let storage = Storage::open(&c.storage, c.s3.as_ref()).map_err(fail)?;
         let lease = Lease::acquire(&storage, &p.name).map_err(fail)?;
         // Renewed from now on, through however long restoring takes.
-        let keeper = checkpoint::LeaseKeeper::start(lease, storage.clone(), LEASE_RENEWAL);
+        let keeper = checkpoint::LeaseKeeper::start(lease, storage.clone(), LEASE_RENEWAL).map_err(|e| {
+            job_error("checkpoints", OperatorError::new(format!("cannot start renewing the lease: {e}")))
+        })?;
         // Restored state files are fetched next to where the job's state goes, to be linked in.
         let fetch = checkpoint::Fetch::Files(crate::state::StateEnv::base(p.state.as_ref()));
         // Ids and generations go on from everything the storage holds, complete or not.
@@ -378,7 +380,6 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
     let mut restarts =
         Restarts { strategy: p.restart.clone(), failures: VecDeque::new(), attempts: 0, last_start: Instant::now() };
     let mut stop_asked = false;
-    let mut lease_lost = false;
     // Until this run completes a checkpoint of its own, a restart restores what the first
     // attempt did (the one `--from` named, none with `--fresh`, with state `--allow-state-loss`
     // dropped), not whatever is latest in the storage.
@@ -387,6 +388,8 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
         restored.clone().filter(|_| p.restart.as_ref().is_some_and(|r| !matches!(r, crate::spec::Restart::None)));
     let mut completed_any = false;
     loop {
+        // Logged once per attempt; the job fails on it however often it is seen.
+        let mut lease_lost = false;
         if let Some(r) = &restored {
             let positions: Vec<String> = r
                 .manifest
@@ -489,9 +492,11 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
                     log(&format!("cannot renew the lease of the checkpoint storage: {problem}"));
                 }
                 // Another run holds the storage now: stop before writing anything more.
-                if let Some(why) = c.keeper.lost().filter(|_| !lease_lost) {
-                    lease_lost = true;
-                    log(&why);
+                if let Some(why) = c.keeper.lost() {
+                    if !lease_lost {
+                        lease_lost = true;
+                        log(&why);
+                    }
                     to_executor.extend(master.fail_now(OperatorError::new(why)));
                 }
                 // `sluice run --stop-with-savepoint` asks through the storage.
@@ -525,11 +530,14 @@ fn run_attempts(v: &Validated, plan: &PhysicalPlan, o: AttemptOptions<'_>) -> Re
             log(&format!("{failure}; restarting in {delay:?} (restart {})", restarts.attempts));
             // The lease is kept through the wait (its keeper renews it).
             let until = Instant::now() + delay;
-            while Instant::now() < until {
-                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+            loop {
                 if let Some(why) = checkpointing.as_deref().and_then(|c| c.keeper.lost()) {
                     return Err(job_error("checkpoints", OperatorError::new(why)));
                 }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
             }
             generation += 1;
             restored = match &checkpointing {
