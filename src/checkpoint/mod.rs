@@ -93,7 +93,18 @@ pub struct StateHandle {
 impl StateHandle {
     /// Names of every object it refers to.
     pub fn objects(&self) -> impl Iterator<Item = &str> {
-        self.blob.iter().map(|b| b.name.as_str()).chain(self.files.iter().map(|f| f.name.as_str()))
+        self.stored().map(|(name, _)| name)
+    }
+
+    /// Every object it refers to, with its size.
+    pub fn stored(&self) -> impl Iterator<Item = (&str, u64)> {
+        let blob = self.blob.iter().map(|b| (b.name.as_str(), b.size));
+        blob.chain(self.files.iter().map(|f| (f.name.as_str(), f.size)))
+    }
+
+    /// Bytes of the objects it refers to.
+    pub fn bytes(&self) -> u64 {
+        self.stored().map(|(_, size)| size).sum()
     }
 }
 
@@ -151,17 +162,13 @@ impl Manifest {
 
     /// Bytes of state it refers to (its own and files stored by earlier checkpoints).
     pub fn state_bytes(&self) -> u64 {
-        self.handles()
-            .map(|s| s.blob.as_ref().map_or(0, |b| b.size) + s.files.iter().map(|f| f.size).sum::<u64>())
-            .sum()
+        self.handles().map(StateHandle::bytes).sum()
     }
 
     /// Bytes of state stored in its own folder: what this checkpoint uploaded.
     pub fn new_bytes(&self) -> u64 {
         let dir = format!("{}/", self.dir());
-        let blobs = self.handles().filter_map(|s| s.blob.as_ref()).filter(|b| b.name.starts_with(&dir)).map(|b| b.size);
-        let files = self.handles().flat_map(|s| &s.files).filter(|f| f.name.starts_with(&dir)).map(|f| f.size);
-        blobs.sum::<u64>() + files.sum::<u64>()
+        self.handles().flat_map(StateHandle::stored).filter(|(name, _)| name.starts_with(&dir)).map(|(_, s)| s).sum()
     }
 
     /// Every subtask's state handle.
@@ -669,7 +676,7 @@ impl Lease {
             if storage.put_if_absent(LEASE, serde_json::to_vec(&mine).expect("a lease serializes"))? {
                 return Ok(mine);
             }
-            let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+            let held = Lease::held(storage)?;
             let stale = match &held {
                 None => true,
                 Some(h) => h.expires_ms < now_ms() || (h.host == mine.host && !process_alive(h.pid)),
@@ -690,9 +697,14 @@ impl Lease {
         Err(StorageError(format!("cannot take the lease of storage `{}`: it keeps changing", storage.url())))
     }
 
+    /// The lease stored in `storage`, if any (an unreadable one counts as none).
+    pub fn held(storage: &Storage) -> StorageResult<Option<Lease>> {
+        Ok(storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     /// Extends the lease; fails if another run took it over.
     pub fn renew(&mut self, storage: &Storage) -> StorageResult<()> {
-        let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
+        let held = Lease::held(storage)?;
         if held.as_ref().is_some_and(|h| h.owner != self.owner) {
             return Err(StorageError(format!("another run took over the lease of storage `{}`", storage.url())));
         }
@@ -710,8 +722,7 @@ impl Lease {
 
     /// Gives the lease up.
     pub fn release(&self, storage: &Storage) {
-        let held: Option<Lease> = storage.get(LEASE).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
-        if held.is_some_and(|h| h.owner == self.owner) {
+        if Lease::held(storage).ok().flatten().is_some_and(|h| h.owner == self.owner) {
             let _ = storage.delete(LEASE);
         }
     }
@@ -804,8 +815,7 @@ pub struct StopRequest {
 /// Asks the run of `pipeline` holding `storage` to stop with a savepoint (it looks each time it
 /// renews its lease); returns that run's lease. An error when no live run holds it.
 pub fn request_stop(storage: &Storage, pipeline: &str) -> StorageResult<Lease> {
-    let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(lease) = held.filter(|h| h.expires_ms >= now_ms() && h.pipeline == pipeline) else {
+    let Some(lease) = Lease::held(storage)?.filter(|h| h.expires_ms >= now_ms() && h.pipeline == pipeline) else {
         return Err(StorageError(format!("no run of `{pipeline}` holds storage `{}`", storage.url())));
     };
     let request = StopRequest {
@@ -818,8 +828,7 @@ pub fn request_stop(storage: &Storage, pipeline: &str) -> StorageResult<Lease> {
 
 /// Whether `lease` still holds `storage` (the same owner, not expired).
 pub fn still_held(storage: &Storage, lease: &Lease) -> StorageResult<bool> {
-    let held: Option<Lease> = storage.get(LEASE)?.and_then(|b| serde_json::from_slice(&b).ok());
-    Ok(held.is_some_and(|h| h.owner == lease.owner && h.expires_ms >= now_ms()))
+    Ok(Lease::held(storage)?.is_some_and(|h| h.owner == lease.owner && h.expires_ms >= now_ms()))
 }
 
 /// One fault-injection variable: `<point>:<n>` names the `n`th time the process reaches `point`.

@@ -72,8 +72,7 @@ pub fn list(out: &mut dyn Write, url: &str, json: bool) -> anyhow::Result<ExitCo
                     "operators": m.operators.iter().map(|o| serde_json::json!({
                         "id": o.id,
                         "parallelism": o.parallelism,
-                        "state_bytes": o.subtasks.iter().map(|s| s.blob.as_ref().map_or(0, |b| b.size)
-                            + s.files.iter().map(|f| f.size).sum::<u64>()).sum::<u64>(),
+                        "state_bytes": o.subtasks.iter().map(checkpoint::StateHandle::bytes).sum::<u64>(),
                     })).collect::<Vec<_>>(),
                     "sources": m.splits.keys().filter_map(|s| m.operator(s)).map(|o| (o.id.clone(),
                         serde_json::Value::Array(o.subtasks.iter().map(|s| s.meta.clone()).collect()))).collect::<serde_json::Map<_, _>>(),

@@ -364,6 +364,15 @@ fn spawn_run(spec: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// Waits until a run holds the lease of the local storage `store`.
+fn wait_for_lease(store: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.join("_lease.json").exists() {
+        assert!(Instant::now() < deadline, "no lease taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn finish(child: Child) -> (bool, String) {
     let out = child.wait_with_output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
@@ -376,11 +385,7 @@ fn a_second_run_on_the_same_storage_refuses_to_start_and_another_pipeline_is_ref
     let spec = dir.path().join("a.yaml");
     std::fs::write(&spec, datagen_spec("a", dir.path(), &store, None, 2000, 4000)).unwrap();
     let first = spawn_run(&spec, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("store/_lease.json").exists() {
-        assert!(Instant::now() < deadline, "no lease taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lease(&dir.path().join("store"));
     let (ok, err) = finish(spawn_run(&spec, &[]));
     assert!(!ok);
     assert!(err.contains("is in use by another run of `a`"), "{err}");
@@ -902,11 +907,7 @@ fn run_stop_with_savepoint_stops_the_running_job_through_its_storage() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a valid spec with `checkpoints:`"), "{refused:?}");
 
     let child = spawn_run(&spec, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("store/_lease.json").exists() {
-        assert!(Instant::now() < deadline, "no lease taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lease(&dir.path().join("store"));
     let stopped = stop();
     assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     let location = String::from_utf8_lossy(&stopped.stdout).trim().to_string();
