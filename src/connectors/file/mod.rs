@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+mod json_lines;
 mod remote;
 mod row_groups;
 pub mod sink;

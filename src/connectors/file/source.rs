@@ -1,9 +1,9 @@
 //! Reading files: each subtask reads its share of the matching files, streaming, a chunk of
 //! records (CSV, JSON lines) or a row group batch (Parquet) at a time, so a file of any size
 //! runs in bounded memory. Text is decoded as text columns and converted to the declared
-//! types afterwards (see [`values`]), so a bad value marks one row; a chunk that does not
-//! decode at all is halved until its bad records stand alone. Bad records fail the job, are
-//! skipped, or become dead letters.
+//! types afterwards (see [`values`]), so a bad value marks one row. JSON lines are decoded
+//! line by line (see [`json_lines`]); a CSV chunk that does not decode at all is halved until
+//! its bad records stand alone. Bad records fail the job, are skipped, or become dead letters.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::json_lines;
 use super::remote;
 use super::row_groups::{self, RowGroups};
 use super::{FileFormat, FileSource, OnError, values};
@@ -343,7 +344,7 @@ pub struct FileReader {
     dead_letters: VecDeque<RecordBatch>,
     /// The last chunk read, kept for its buffers.
     spare: Option<Chunk>,
-    json: Option<arrow::json::reader::Decoder>,
+    json: json_lines::JsonLines,
     csv: Option<arrow::csv::reader::Decoder>,
     metrics: Arc<OperatorMetrics>,
     /// Files read to their end.
@@ -432,6 +433,8 @@ impl FileReader {
             None => schema.schema.clone(),
         };
         let read_event_time = schema.event_time.as_ref().and_then(|c| read_declared.index_of(c).ok());
+        let json =
+            json_lines::JsonLines::new(&read_declared.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>());
         Ok(FileReader {
             name: ctx.operator.clone(),
             path,
@@ -466,7 +469,7 @@ impl FileReader {
             parallelism: ctx.parallelism,
             dead_letters: VecDeque::new(),
             spare: None,
-            json: None,
+            json,
             csv: None,
             metrics: ctx.metrics.clone(),
             done: restored_done,
@@ -651,30 +654,21 @@ impl FileReader {
         })
     }
 
-    /// Decodes records `idx` of `chunk` with the reused decoder of the format, into text
-    /// columns: all of them, or why not.
+    /// Decodes CSV records `idx` of `chunk` with the reused decoder, into text columns: all
+    /// of them, or why not.
     fn decode(&mut self, chunk: &Chunk, idx: &[usize]) -> Result<Option<RecordBatch>, String> {
-        let result = match self.format {
-            FileFormat::Csv => {
-                let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
-                match (idx.first(), idx.last()) {
-                    (Some(&a), Some(&b)) if contiguous => {
-                        self.decode_csv(&chunk.buf[chunk.range(a).start..chunk.range(b).end])
-                    }
-                    (Some(_), Some(_)) => {
-                        let bytes: Vec<u8> =
-                            idx.iter().flat_map(|&i| chunk.buf[chunk.range(i)].iter().copied()).collect();
-                        self.decode_csv(&bytes)
-                    }
-                    _ => Ok(None),
-                }
-                .map_err(|e| e.to_string())
+        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+        let result = match (idx.first(), idx.last()) {
+            (Some(&a), Some(&b)) if contiguous => self.decode_csv(&chunk.buf[chunk.range(a).start..chunk.range(b).end]),
+            (Some(_), Some(_)) => {
+                let bytes: Vec<u8> = idx.iter().flat_map(|&i| chunk.buf[chunk.range(i)].iter().copied()).collect();
+                self.decode_csv(&bytes)
             }
-            _ => self.decode_json(chunk, idx),
-        };
+            _ => Ok(None),
+        }
+        .map_err(|e| e.to_string());
         if result.is_err() {
             // A decoder that failed may hold part of a record.
-            self.json = None;
             self.csv = None;
         }
         result
@@ -707,38 +701,6 @@ impl FileReader {
         }
         batches.extend(d.flush()?);
         self.concat(batches)
-    }
-
-    /// JSON lines are decoded one at a time, each required to hold exactly one value: a
-    /// line holding two must not make up for a value split over two lines.
-    fn decode_json(&mut self, chunk: &Chunk, idx: &[usize]) -> Result<Option<RecordBatch>, String> {
-        if self.json.is_none() {
-            let builder = arrow::json::ReaderBuilder::new(self.read_schema.clone())
-                .with_coerce_primitive(true)
-                .with_batch_size(CHUNK_LINES);
-            self.json = Some(builder.build_decoder().map_err(|e| e.to_string())?);
-        }
-        let d = self.json.as_mut().expect("built");
-        let mut batches = Vec::new();
-        for &i in idx {
-            if d.len() >= CHUNK_LINES {
-                batches.extend(d.flush().map_err(|e| e.to_string())?);
-            }
-            let line = &chunk.buf[chunk.range(i)];
-            let before = d.len();
-            let n = d.decode(line).map_err(|e| e.to_string())?;
-            if d.has_partial_record() {
-                return Err("the line ends inside its JSON value".into());
-            }
-            if n < line.len() {
-                return Err("expected one record on the line, found more".into());
-            }
-            if d.len() != before + 1 {
-                return Err(format!("expected one record on the line, found {}", d.len() - before));
-            }
-        }
-        batches.extend(d.flush().map_err(|e| e.to_string())?);
-        self.concat(batches).map_err(|e| e.to_string())
     }
 
     fn concat(&self, mut batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
@@ -810,22 +772,23 @@ impl FileReader {
         let known: HashSet<usize> = bad.iter().map(|b| b.0).collect();
         let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
         let mut good = Vec::new();
-        let bulk = match chunk.bad.is_empty() {
+        if self.format == FileFormat::Jsonl {
+            let (columns, refused) = self.json.decode(idx.iter().map(|&i| &chunk.buf[chunk.range(i)]))?;
+            let rows: Vec<usize> = match refused.is_empty() {
+                true => idx,
+                false => {
+                    let refused_at: HashSet<usize> = refused.iter().map(|r| r.0).collect();
+                    bad.extend(refused.into_iter().map(|(n, why)| (idx[n], why)));
+                    idx.into_iter().enumerate().filter(|(n, _)| !refused_at.contains(n)).map(|(_, i)| i).collect()
+                }
+            };
+            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            good.push((RecordBatch::try_new_with_options(self.read_schema.clone(), columns, &options)?, rows));
+        } else if let Some(b) = match chunk.bad.is_empty() {
             true => self.decode(chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len()),
             false => None,
-        };
-        if let Some(b) = bulk {
+        } {
             good.push((b, idx));
-        } else if self.format == FileFormat::Jsonl {
-            // Lines that are not one JSON value are set apart cheaply before the rest is halved.
-            let (suspect, rest): (Vec<usize>, Vec<usize>) = idx
-                .iter()
-                .partition(|&&i| serde_json::from_slice::<serde::de::IgnoredAny>(&chunk.buf[chunk.range(i)]).is_err());
-            for i in suspect {
-                self.decode_records(chunk, &[i], &mut good, &mut bad);
-            }
-            self.decode_records(chunk, &rest, &mut good, &mut bad);
-            good.sort_by_key(|g| g.1[0]);
         } else {
             self.decode_records(chunk, &idx, &mut good, &mut bad);
         }
