@@ -6,8 +6,8 @@
 //! Each run is a child process; its wall time gives events per second and `wait4` gives its
 //! peak resident memory and minor page faults. Baselines measured in the same run: q0 on the
 //! same input (stateful queries are reported as a ratio of it), a bare Arrow JSON decode of the
-//! same JSON-lines files (what q0 over JSON lines is compared with), and the stateless queries
-//! again over 10× the input (their peak memory must stay flat).
+//! same JSON-lines files (q0 over JSON lines runs alternately with it, to compare), and the
+//! stateless queries again over 10× the input (their peak memory must stay flat).
 //!
 //! `cargo bench --bench nexmark`. Knobs: `SLUICE_BENCH_EVENTS` (bids, default 1,000,000),
 //! `SLUICE_BENCH_RUNS` (each configuration runs this many times and the fastest run counts,
@@ -190,7 +190,6 @@ fn main() {
         "query", "input", "p", "state", "seconds", "events/s", "peak MB", "faults/M", "× q0"
     );
     let mut q0 = std::collections::HashMap::new();
-    let mut q0_jsonl = std::collections::HashMap::new();
     for &q in &queries {
         let backends: &[&str] = if matches!(q, "q5" | "q7" | "q11") { &["memory", "rocksdb"] } else { &["memory"] };
         for &p in &parallelisms {
@@ -205,9 +204,6 @@ fn main() {
                     let r = best_of(runs, &bin, &["run", "--quiet", &path.to_string_lossy()]);
                     if q == "q0" {
                         q0.insert((mode, p), r.seconds);
-                        if mode == "jsonl" {
-                            q0_jsonl.insert(p, r.seconds);
-                        }
                     }
                     let ratio = q0.get(&(mode, p)).map_or(f64::NAN, |s| s / r.seconds);
                     let then = before.as_ref().map_or(String::new(), |b| {
@@ -232,13 +228,21 @@ fn main() {
         }
     }
     println!();
-    for &p in &parallelisms {
-        let bare = (0..runs.max(1)).map(|_| bare_json_decode(&jsonl, p as usize)).fold(f64::INFINITY, f64::min);
-        println!(
-            "baseline: bare Arrow JSON decode of the same files on {p} thread(s): {bare:.2} s ({:.0} events/s); q0 over jsonl at p={p} reaches {:.2}× its speed",
-            events as f64 / bare,
-            q0_jsonl.get(&p).map_or(f64::NAN, |s| bare / s)
-        );
+    if inputs.contains(&"jsonl") && queries.contains(&"q0") {
+        // Side by side: q0 and the bare decode alternate, so both see the same machine.
+        for &p in &parallelisms {
+            let path = dir.path().join(format!("q0-jsonl-{p}-memory.yaml"));
+            let (mut q0, mut bare) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..runs.max(1) {
+                q0 = q0.min(measure(&bin, &["run", "--quiet", &path.to_string_lossy()]).seconds);
+                bare = bare.min(bare_json_decode(&jsonl, p as usize));
+            }
+            println!(
+                "baseline: bare Arrow JSON decode of the same files on {p} thread(s): {bare:.2} s ({:.0} events/s), q0 over jsonl at p={p} alternating with it: {q0:.2} s, {:.2}× its speed",
+                events as f64 / bare,
+                bare / q0
+            );
+        }
     }
 
     // Peak memory of stateless queries at 1× and 10× the input.

@@ -400,6 +400,60 @@ fn json_lines_hold_one_value_each() {
 }
 
 #[test]
+fn json_lines_are_strict_json_decoded_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = Vec::new();
+    // Good: escapes, a surrogate pair, unknown nested values, a key given twice, spacing.
+    text.extend_from_slice(
+        b"{\"id\": 1, \"note\": \"tab\\there \\\"q\\\" \\u00e9 \\ud83d\\ude00\", \"x\": {\"y\": [1, {\"z\": null}]}}\n",
+    );
+    text.extend_from_slice(b"  { \"note\" : \"last wins\" , \"id\":2 , \"note\": \"won\" }  \r\n");
+    text.extend_from_slice(b"{\"id\": 3, \"note\": 2.50, \"extra\": [[[]]]}\n");
+    // Bad: a missing comma, a lone surrogate, a leading zero, invalid UTF-8, a value where an
+    // object should be, an unclosed list in an unknown key.
+    text.extend_from_slice(b"{\"id\": 4 \"note\": \"x\"}\n");
+    text.extend_from_slice(b"{\"id\": 5, \"note\": \"\\ud800\"}\n");
+    text.extend_from_slice(b"{\"id\": 06}\n");
+    text.extend_from_slice(b"{\"id\": 7, \"note\": \"\xff\"}\n");
+    text.extend_from_slice(b"[8]\n");
+    text.extend_from_slice(b"{\"id\": 9, \"x\": [1, 2}\n");
+    text.extend_from_slice(b"{\"id\": 10}\n");
+    let data = write(dir.path(), "in.jsonl", &text);
+    let source = format!("connector: file, path: \"{data}\", format: jsonl, schema: {{ id: bigint, note: string }}");
+    let (code, err) = run(dir.path(), &source, "dead_letter");
+    assert_eq!(code, Some(0), "{err}");
+    let good = rows(&dir.path().join("good"));
+    let good: Vec<(i64, Option<&str>)> = good.iter().map(|r| (r["id"].as_i64().unwrap(), r["note"].as_str())).collect();
+    let mut good = good;
+    good.sort();
+    assert_eq!(good, vec![(1, Some("tab\there \"q\" é 😀")), (2, Some("won")), (3, Some("2.50")), (10, None)]);
+    let rejects = rows(&dir.path().join("rejects"));
+    let mut got: Vec<(String, String)> = rejects
+        .iter()
+        .map(|r| {
+            (
+                r["location"].as_str().unwrap().rsplit(':').next().unwrap().to_string(),
+                r["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort_by_key(|g| g.0.parse::<u32>().unwrap());
+    let want = [
+        ("4", "expected `,` or `}` at byte 10, found `\"`"),
+        ("5", "unpaired UTF-16 surrogate"),
+        ("6", "`06` at byte 8 is not a JSON number"),
+        ("7", "the line is not UTF-8 (byte 20)"),
+        ("8", "expected a JSON object at byte 1, found `[`"),
+        ("9", "expected `,` or `]` at byte 21, found `}`"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((line, error), (want_line, want_error)) in got.iter().zip(want) {
+        assert_eq!(line, want_line, "{got:?}");
+        assert!(error.contains(want_error), "line {line}: {error}");
+    }
+}
+
+#[test]
 fn many_files_stay_within_the_open_file_limit() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");

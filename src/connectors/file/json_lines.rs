@@ -39,6 +39,7 @@ pub struct JsonLines {
     stack: Vec<u8>,
     values: Vec<Vec<u8>>,
     offsets: Vec<Vec<i32>>,
+    /// Per column, whether each row is not null; empty while the column has no null.
     valid: Vec<Vec<bool>>,
     /// Value bytes per column in the last chunk, to size the next.
     last_bytes: Vec<usize>,
@@ -211,11 +212,14 @@ impl JsonLines {
 
     /// Decodes `lines` (each a record's bytes) into one text column per key; a line that is
     /// not one JSON object is left out and reported by its position in `lines`, with why.
-    pub fn decode<'a>(
+    pub fn decode(
         &mut self,
-        lines: impl ExactSizeIterator<Item = &'a [u8]>,
+        buf: &[u8],
+        lines: impl ExactSizeIterator<Item = Range<usize>>,
     ) -> Result<(Vec<ArrayRef>, RowErrors), ArrowError> {
         let rows = lines.len();
+        // Checked once for the whole buffer, and line by line only if that fails.
+        let utf8 = std::str::from_utf8(buf).is_ok();
         for c in 0..self.names.len() {
             self.values[c] = Vec::with_capacity(self.last_bytes[c] + self.last_bytes[c] / 8);
             self.offsets[c].clear();
@@ -225,7 +229,12 @@ impl JsonLines {
             self.valid[c].reserve(rows);
         }
         let mut bad = Vec::new();
-        for (i, line) in lines.enumerate() {
+        for (i, range) in lines.enumerate() {
+            let line = &buf[range];
+            if !utf8 && let Err(e) = std::str::from_utf8(line) {
+                bad.push((i, format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1)));
+                continue;
+            }
             match self.line(line) {
                 Ok(()) => self.append(line),
                 Err(why) => bad.push((i, why)),
@@ -236,8 +245,8 @@ impl JsonLines {
                 let values = std::mem::take(&mut self.values[c]);
                 self.last_bytes[c] = values.len();
                 let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::take(&mut self.offsets[c])));
-                let nulls = NullBuffer::from(std::mem::take(&mut self.valid[c]));
-                let nulls = (nulls.null_count() > 0).then_some(nulls);
+                let valid = std::mem::take(&mut self.valid[c]);
+                let nulls = (!valid.is_empty()).then(|| NullBuffer::from(valid));
                 // Checked again, though UTF-8 by construction: slices between quotes of UTF-8
                 // lines, escapes written as characters, and ASCII numbers and literals.
                 Ok(Arc::new(StringArray::try_new(offsets, Buffer::from_vec(values), nulls)?) as ArrayRef)
@@ -253,17 +262,25 @@ impl JsonLines {
                 Slot::Line(a, b) => Some(&line[a as usize..b as usize]),
                 Slot::Scratch(a, b) => Some(&self.scratch[a as usize..b as usize]),
             };
-            if let Some(bytes) = bytes {
-                self.values[c].extend_from_slice(bytes);
+            match bytes {
+                Some(bytes) => {
+                    self.values[c].extend_from_slice(bytes);
+                    if !self.valid[c].is_empty() {
+                        self.valid[c].push(true);
+                    }
+                }
+                None => {
+                    // Validity is kept from a column's first null on.
+                    self.valid[c].resize(self.offsets[c].len() - 1, true);
+                    self.valid[c].push(false);
+                }
             }
             self.offsets[c].push(self.values[c].len() as i32);
-            self.valid[c].push(bytes.is_some());
         }
     }
 
     /// Decodes one line into the slots.
     fn line(&mut self, line: &[u8]) -> Parse<()> {
-        std::str::from_utf8(line).map_err(|e| format!("the line is not UTF-8 (byte {})", e.valid_up_to() + 1))?;
         self.slots.fill(Slot::Null);
         self.scratch.clear();
         let start = if line.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
@@ -447,7 +464,13 @@ mod tests {
 
     fn decode(names: &[&str], lines: &[&str]) -> (Texts, RowErrors) {
         let mut d = JsonLines::new(names);
-        let (columns, bad) = d.decode(lines.iter().map(|l| l.as_bytes())).unwrap();
+        let buf = lines.concat();
+        let mut at = 0;
+        let ranges = lines.iter().map(|l| {
+            at += l.len();
+            at - l.len()..at
+        });
+        let (columns, bad) = d.decode(buf.as_bytes(), ranges.collect::<Vec<_>>().into_iter()).unwrap();
         let columns =
             columns.iter().map(|c| c.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()).collect();
         (columns, bad)
@@ -545,8 +568,9 @@ mod tests {
         let mut invalid = b"{\"a\": \"".to_vec();
         invalid.extend_from_slice(&[0xff, b'"', b'}']);
         let mut d = JsonLines::new(&["a"]);
-        let lines: Vec<&[u8]> = vec![deep.as_bytes(), unclosed.as_bytes(), &invalid];
-        let (cols, bad) = d.decode(lines.into_iter()).unwrap();
+        let buf = [deep.as_bytes(), unclosed.as_bytes(), &invalid].concat();
+        let (a, b) = (deep.len(), deep.len() + unclosed.len());
+        let (cols, bad) = d.decode(&buf, [0..a, a..b, b..buf.len()].into_iter()).unwrap();
         assert_eq!(cols[0].len(), 1);
         assert!(cols[0].is_null(0));
         assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![1, 2]);

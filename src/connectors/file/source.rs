@@ -188,11 +188,27 @@ fn read_line(
     buf: &mut Vec<u8>,
     room: usize,
 ) -> std::io::Result<(usize, bool)> {
-    let n = reader.by_ref().take(room as u64).read_until(b'\n', buf)?;
-    if n < room || (n > 0 && buf.last() == Some(&b'\n')) {
-        return Ok((n, true));
+    let mut n = 0;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok((n, true));
+        }
+        let (end, found) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let take = end.min(room - n);
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        n += take;
+        if take < end {
+            return Ok((n + reader.skip_until(b'\n')?, false));
+        }
+        if found {
+            return Ok((n, true));
+        }
     }
-    Ok((n + reader.skip_until(b'\n')?, false))
 }
 
 /// Reads the next chunk of records of a text file; `None` at its end. CSV records end at
@@ -773,7 +789,7 @@ impl FileReader {
         let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
         let mut good = Vec::new();
         if self.format == FileFormat::Jsonl {
-            let (columns, refused) = self.json.decode(idx.iter().map(|&i| &chunk.buf[chunk.range(i)]))?;
+            let (columns, refused) = self.json.decode(&chunk.buf, idx.iter().map(|&i| chunk.range(i)))?;
             let rows: Vec<usize> = match refused.is_empty() {
                 true => idx,
                 false => {
