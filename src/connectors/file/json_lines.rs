@@ -47,6 +47,9 @@ pub struct JsonLines {
 
 type Parse<T> = Result<T, String>;
 
+/// Key positions per line whose key is remembered for the next line.
+const MAX_HINTS: usize = 1024;
+
 fn shown(b: u8) -> String {
     match b {
         b' '..=b'~' => format!("`{}`", b as char),
@@ -283,8 +286,10 @@ impl JsonLines {
     fn line(&mut self, line: &[u8]) -> Parse<()> {
         self.slots.fill(Slot::Null);
         self.scratch.clear();
-        let start = if line.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-        let mut pos = skip_ws(line, start);
+        let mut pos = skip_ws(line, 0);
+        if pos == line.len() {
+            return Err("expected a JSON object, found an empty line".into());
+        }
         if line.get(pos) != Some(&b'{') {
             return Err(unexpected(line, pos, "a JSON object"));
         }
@@ -347,10 +352,13 @@ impl JsonLines {
             return *c;
         }
         let c = self.index.get(key).copied();
-        if self.hints.len() <= k {
-            self.hints.resize(k + 1, (Box::default(), None));
+        // Hints for the first keys only: a hostile line of a million keys is not remembered.
+        if k < MAX_HINTS {
+            if self.hints.len() <= k {
+                self.hints.resize(k + 1, (Box::default(), None));
+            }
+            self.hints[k] = (key.into(), c);
         }
-        self.hints[k] = (key.into(), c);
         c
     }
 
@@ -379,7 +387,10 @@ impl JsonLines {
             Some(b @ (b'{' | b'[')) => {
                 let what = if *b == b'{' { "an object" } else { "a list" };
                 let name = String::from_utf8_lossy(&self.names[c]);
-                return Err(format!("column `{name}`: expected a string, number or boolean, found {what}"));
+                return Err(format!(
+                    "column `{name}`: expected a string, number or boolean at byte {}, found {what}",
+                    pos + 1
+                ));
             }
             _ => return Err(unexpected(line, pos, "a value")),
         };
@@ -489,12 +500,12 @@ mod tests {
                 " {\"c\":null,\"zz\":{\"q\":[1,2,{\"r\":\"s\"}],\"t\":[]},\"a\":-1.5e+3}\r\n",
                 "{\"b\":\"esc \\\"q\\\" \\\\ \\/ \\u00e9 \\ud83d\\ude00 \\n\", \"a\": 0, \"a\": 7}",
                 "{}",
-                "\u{feff}{\"b\": \"bom\", \"c\": false}",
+                "{\"b\": \"last\", \"c\": false}",
             ],
         );
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(cols[0], vec![text("1"), text("-1.5e+3"), text("7"), None, None]);
-        assert_eq!(cols[1], vec![text("x"), None, text("esc \"q\" \\ / é 😀 \n"), None, text("bom")]);
+        assert_eq!(cols[1], vec![text("x"), None, text("esc \"q\" \\ / é 😀 \n"), None, text("last")]);
         assert_eq!(cols[2], vec![text("true"), None, None, None, text("false")]);
     }
 
@@ -526,7 +537,7 @@ mod tests {
         assert_eq!(bad[2].1, "expected a JSON object at byte 1, found `3`");
         assert_eq!(bad[3].1, "`01` at byte 7 is not a JSON number");
         let (_, bad) = decode(&["a"], &["{\"a\": [1]}", "{\"a\": 1} x"]);
-        assert_eq!(bad[0].1, "column `a`: expected a string, number or boolean, found a list");
+        assert_eq!(bad[0].1, "column `a`: expected a string, number or boolean at byte 7, found a list");
         assert_eq!(bad[1].1, "expected the end of the line at byte 10, found `x`");
     }
 

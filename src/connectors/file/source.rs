@@ -190,9 +190,14 @@ fn read_line(
 ) -> std::io::Result<(usize, bool)> {
     let mut n = 0;
     loop {
-        let available = reader.fill_buf()?;
+        let available = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if available.is_empty() {
-            return Ok((n, true));
+            // At the end of the file: a record of `room` bytes or more did not fit either.
+            return Ok((n, n < room || n == 0));
         }
         let (end, found) = match memchr::memchr(b'\n', available) {
             Some(i) => (i + 1, true),
@@ -1058,5 +1063,33 @@ mod tests {
         let mut s = CsvState::FieldStart;
         assert_eq!(scan_csv(&mut s, b"1,ab\"c,3\n", b','), 2);
         assert!(s == CsvState::FieldStart, "a quote inside an unquoted field is text");
+    }
+
+    #[test]
+    fn lines_are_kept_up_to_the_room_and_every_byte_is_counted() {
+        // A small reader buffer, so lines span refills.
+        let text = b"abc\nabcdef\nabcde\nabcdefgh\nab\nabcdef".to_vec();
+        let mut reader: BufReader<Box<dyn Read + Send>> =
+            BufReader::with_capacity(3, Box::new(std::io::Cursor::new(text)));
+        let mut got = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            let (n, kept) = read_line(&mut reader, &mut buf, 6).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.push((String::from_utf8(buf).unwrap(), n, kept));
+        }
+        let want = [
+            ("abc\n", 4, true),
+            ("abcdef", 7, false),
+            ("abcde\n", 6, true),
+            ("abcdef", 9, false),
+            ("ab\n", 3, true),
+            // At the end of the file as before it: a line of the room's length does not fit.
+            ("abcdef", 6, false),
+        ];
+        let want: Vec<(String, usize, bool)> = want.iter().map(|(l, n, k)| (l.to_string(), *n, *k)).collect();
+        assert_eq!(got, want);
     }
 }
