@@ -229,7 +229,6 @@ impl JsonLines {
             self.offsets[c].reserve(rows + 1);
             self.offsets[c].push(0);
             self.valid[c].clear();
-            self.valid[c].reserve(rows);
         }
         let mut bad = Vec::new();
         for (i, range) in lines.enumerate() {
@@ -470,6 +469,7 @@ impl JsonLines {
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+    use proptest::prelude::*;
 
     type Texts = Vec<Vec<Option<String>>>;
 
@@ -569,6 +569,92 @@ mod tests {
             // `k` is not wanted, so its value is only checked.
             let (_, bad) = decode(&["other"], &[line]);
             assert_eq!(bad.is_empty(), serde, "{line}: {bad:?}");
+        }
+    }
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("a".to_string()),
+                            Just("b".to_string()),
+                            Just("zz".to_string()),
+                            any::<String>()
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn object() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("é\"\\".to_string()), any::<String>()],
+                json(),
+            ),
+            0..8,
+        )
+        .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        /// Any object serde_json writes decodes to the text of its wanted values, or is refused
+        /// only for a list or object where text is wanted.
+        #[test]
+        fn objects_decode_to_the_text_of_their_values(obj in object()) {
+            let line = serde_json::to_string(&obj).unwrap();
+            let names = ["a", "b", "é\"\\"];
+            let (cols, bad) = decode(&names, &[&line]);
+            let nested = names.iter().any(|n| matches!(obj.get(*n), Some(serde_json::Value::Array(_) | serde_json::Value::Object(_))));
+            prop_assert_eq!(bad.len(), usize::from(nested), "{}: {:?}", line, bad);
+            if !nested {
+                for (c, n) in names.iter().enumerate() {
+                    let want = match obj.get(*n) {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        Some(v) => Some(v.to_string()),
+                    };
+                    prop_assert_eq!(&cols[c][0], &want, "{}", line);
+                }
+            }
+        }
+
+        /// A line changed at one byte is accepted exactly when serde_json accepts it as an
+        /// object, and never panics.
+        #[test]
+        fn changed_lines_are_accepted_as_serde_json_accepts_them(
+            obj in object(),
+            at in any::<proptest::sample::Index>(),
+            change in prop_oneof![
+                Just(None),
+                proptest::sample::select(b"{}[]\"\\,:0-.tn x\xff".to_vec()).prop_map(Some),
+            ],
+        ) {
+            let mut line = serde_json::to_string(&obj).unwrap().into_bytes();
+            let i = at.index(line.len());
+            match change {
+                None => { line.remove(i); }
+                Some(b) => line[i] = b,
+            }
+            let serde = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v.is_object());
+            let mut d = JsonLines::new(&["not wanted"]);
+            let (_, bad) = d.decode(&line, std::iter::once(0..line.len())).unwrap();
+            prop_assert_eq!(bad.is_empty(), serde, "{}: {:?}", String::from_utf8_lossy(&line), bad);
         }
     }
 
