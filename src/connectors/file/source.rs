@@ -787,6 +787,23 @@ impl FileReader {
         }
     }
 
+    /// JSON-lines records `idx` of `chunk` as text columns, with the records they are; the
+    /// lines refused go to `bad`.
+    fn json_batch(
+        &mut self,
+        chunk: &Chunk,
+        idx: Vec<usize>,
+        bad: &mut Vec<(usize, String)>,
+    ) -> Result<(RecordBatch, Vec<usize>), OperatorError> {
+        let (columns, refused) = self.json.decode(&chunk.buf, idx.iter().map(|&i| chunk.range(i)))?;
+        let refused_at: HashSet<usize> = refused.iter().map(|r| r.0).collect();
+        bad.extend(refused.into_iter().map(|(n, why)| (idx[n], why)));
+        let rows: Vec<usize> =
+            idx.into_iter().enumerate().filter(|(n, _)| !refused_at.contains(n)).map(|(_, i)| i).collect();
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok((RecordBatch::try_new_with_options(self.read_schema.clone(), columns, &options)?, rows))
+    }
+
     /// The rows of a chunk of text records, with bad records handled.
     fn lines_batch(&mut self, chunk: &Chunk, path: &Path) -> Result<RecordBatch, OperatorError> {
         let mut bad = chunk.bad.clone();
@@ -794,21 +811,10 @@ impl FileReader {
         let idx: Vec<usize> = (0..chunk.records.len()).filter(|i| !known.contains(i)).collect();
         let mut good = Vec::new();
         if self.format == FileFormat::Jsonl {
-            let (columns, refused) = self.json.decode(&chunk.buf, idx.iter().map(|&i| chunk.range(i)))?;
-            let rows: Vec<usize> = match refused.is_empty() {
-                true => idx,
-                false => {
-                    let refused_at: HashSet<usize> = refused.iter().map(|r| r.0).collect();
-                    bad.extend(refused.into_iter().map(|(n, why)| (idx[n], why)));
-                    idx.into_iter().enumerate().filter(|(n, _)| !refused_at.contains(n)).map(|(_, i)| i).collect()
-                }
-            };
-            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len()));
-            good.push((RecordBatch::try_new_with_options(self.read_schema.clone(), columns, &options)?, rows));
-        } else if let Some(b) = match chunk.bad.is_empty() {
-            true => self.decode(chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len()),
-            false => None,
-        } {
+            good.push(self.json_batch(chunk, idx, &mut bad)?);
+        } else if chunk.bad.is_empty()
+            && let Some(b) = self.decode(chunk, &idx).ok().flatten().filter(|b| b.num_rows() == idx.len())
+        {
             good.push((b, idx));
         } else {
             self.decode_records(chunk, &idx, &mut good, &mut bad);
