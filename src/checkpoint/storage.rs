@@ -52,6 +52,15 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// Part size of multipart uploads of large files.
 const MULTIPART_CHUNK: usize = 16 << 20;
 
+/// Puts the file `from` at `to`, a new path: hard-linked where the file system allows, else
+/// copied.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
 /// The size and XXH64 of a local file.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, u64)> {
     let mut f = std::fs::File::open(path)?;
@@ -226,9 +235,7 @@ impl Storage {
                 std::fs::create_dir_all(parent).map_err(write_error)?;
             }
             let _ = std::fs::remove_file(&tmp);
-            if std::fs::hard_link(file, &tmp).is_err() {
-                std::fs::copy(file, &tmp).map_err(write_error)?;
-            }
+            link_or_copy(file, &tmp).map_err(write_error)?;
             std::fs::rename(&tmp, &to).map_err(write_error)?;
             return hash_file(&to).map_err(read_error);
         }
@@ -274,29 +281,23 @@ impl Storage {
     /// and XXH64 of what was fetched, `Ok(None)` when `name` does not exist. A local storage
     /// hard-links; S3 fetches up to 8 at a time.
     pub fn fetch_many(&self, items: &[(&str, PathBuf)]) -> Vec<StorageResult<Option<(u64, u64)>>> {
-        if self.local.is_some() {
-            return items.iter().map(|(name, to)| self.fetch_local(name, to)).collect();
+        if let Some(root) = &self.local {
+            return items.iter().map(|(name, to)| self.fetch_local(root, name, to)).collect();
         }
         use futures::StreamExt;
         runtime()
             .block_on(futures::stream::iter(items).map(|(name, to)| self.fetch_remote(name, to)).buffered(8).collect())
     }
 
-    fn fetch_local(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
+    fn fetch_local(&self, root: &Path, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {
         let _ = std::fs::remove_file(to);
-        if let Some(root) = &self.local {
-            let from = root.join(name);
-            if !from.exists() {
-                return Ok(None);
-            }
-            if std::fs::hard_link(&from, to).is_err() {
-                std::fs::copy(&from, to).map_err(|e| {
-                    StorageError(format!("cannot copy `{name}` of `{}` to {}: {e}", self.url, to.display()))
-                })?;
-            }
-            return hash_file(to).map(Some).map_err(|e| self.error_io("read", name, e));
+        let from = root.join(name);
+        if !from.exists() {
+            return Ok(None);
         }
-        Ok(None)
+        link_or_copy(&from, to)
+            .map_err(|e| StorageError(format!("cannot copy `{name}` of `{}` to {}: {e}", self.url, to.display())))?;
+        hash_file(to).map(Some).map_err(|e| self.error_io("read", name, e))
     }
 
     async fn fetch_remote(&self, name: &str, to: &Path) -> StorageResult<Option<(u64, u64)>> {

@@ -148,6 +148,11 @@ pub struct TaskExecutor<'a> {
     pending_files: HashMap<u64, Vec<FileRef>>,
 }
 
+/// Stored files that can be referred to again, by their key.
+fn by_key(files: impl IntoIterator<Item = FileRef>) -> HashMap<String, FileRef> {
+    files.into_iter().filter_map(|f| Some((f.key.clone()?, f))).collect()
+}
+
 impl<'a> TaskExecutor<'a> {
     /// An executor for the operators of `v`.
     pub fn new(v: &'a Validated, options: ExecutorOptions) -> Self {
@@ -156,7 +161,7 @@ impl<'a> TaskExecutor<'a> {
         // savepoint's are not (it is the user's to delete: the first checkpoint stands alone).
         let stored_files = match (&options.restored, &options.storage) {
             (Some(r), Some(s)) if r.storage.url() == s.url() && !r.manifest.savepoint => {
-                r.manifest.handles().flat_map(|h| &h.files).filter_map(|f| Some((f.key.clone()?, f.clone()))).collect()
+                by_key(r.manifest.handles().flat_map(|h| &h.files).cloned())
             }
             _ => HashMap::new(),
         };
@@ -218,7 +223,7 @@ impl<'a> TaskExecutor<'a> {
                 let savepoint = self.folders.get(&checkpoint).is_some_and(|f| f.starts_with("sp-"));
                 self.folders.retain(|id, _| *id > checkpoint);
                 if let Some(files) = self.pending_files.remove(&checkpoint).filter(|_| !savepoint) {
-                    self.stored_files = Arc::new(files.into_iter().filter_map(|f| Some((f.key.clone()?, f))).collect());
+                    self.stored_files = Arc::new(by_key(files));
                 }
                 self.pending_files.retain(|id, _| *id > checkpoint);
                 // Sources last: one that ends on this completion must not reach a sink before
@@ -288,7 +293,7 @@ impl<'a> TaskExecutor<'a> {
                     self.upload(subtask, checkpoint, states);
                 }
                 SubtaskEvent::Uploaded(subtask, checkpoint, Ok(states)) => {
-                    let files = states.iter().flat_map(|s| &s.files).filter(|f| f.key.is_some()).cloned();
+                    let files = states.iter().flat_map(|s| &s.files).cloned();
                     self.pending_files.entry(checkpoint).or_default().extend(files);
                     out.push(ToMaster::CheckpointAcknowledged { generation, subtask, checkpoint, states });
                 }

@@ -214,9 +214,7 @@ fn place_files(part: &NativePart, dir: &Path) -> StateResult<HashMap<String, Str
         let to = dir.join(&f.name);
         match &f.key {
             Some(key) => {
-                if std::fs::hard_link(&f.path, &to).is_err() {
-                    std::fs::copy(&f.path, &to).map_err(failed)?;
-                }
+                crate::checkpoint::storage::link_or_copy(&f.path, &to).map_err(failed)?;
                 origin.insert(f.name.clone(), key.clone());
             }
             None => {

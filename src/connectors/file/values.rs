@@ -118,44 +118,31 @@ fn parse_each<T: ArrowPrimitiveType>(
     errors: &mut RowErrors,
     parse: impl Fn(&str) -> Option<T::Native>,
 ) -> PrimitiveArray<T> {
-    if col.null_count() == 0 {
-        // No nulls, the common case: values straight into a buffer, a null mask only if some
-        // value is refused.
-        let mut refused = Vec::new();
-        let values: Vec<T::Native> = col
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let s = s.unwrap_or_default();
-                parse(s).unwrap_or_else(|| {
-                    errors.push((i, not_a(field, s)));
-                    refused.push(i);
-                    T::Native::default()
-                })
-            })
-            .collect();
-        let nulls = (!refused.is_empty()).then(|| {
-            let mut valid = vec![true; values.len()];
-            for i in refused {
-                valid[i] = false;
-            }
-            arrow::buffer::NullBuffer::from(valid)
-        });
-        return PrimitiveArray::new(values.into(), nulls);
-    }
-    (0..col.len())
-        .map(|i| {
-            if col.is_null(i) {
-                return None;
-            }
-            let s = col.value(i);
-            let v = parse(s);
-            if v.is_none() {
+    // Values straight into a buffer; a null mask only for nulls and refused values.
+    let mut refused = Vec::new();
+    let values: Vec<T::Native> = col
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let Some(s) = s else {
+                refused.push(i);
+                return T::Native::default();
+            };
+            parse(s).unwrap_or_else(|| {
                 errors.push((i, not_a(field, s)));
-            }
-            v
+                refused.push(i);
+                T::Native::default()
+            })
         })
-        .collect()
+        .collect();
+    let nulls = (!refused.is_empty()).then(|| {
+        let mut valid = vec![true; values.len()];
+        for i in refused {
+            valid[i] = false;
+        }
+        arrow::buffer::NullBuffer::from(valid)
+    });
+    PrimitiveArray::new(values.into(), nulls)
 }
 
 /// Text values converted to `field`'s type; rows that do not convert go to `errors`.
